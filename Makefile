@@ -1,0 +1,42 @@
+# Two entry points (see README): `make demo` runs the product, `make test` runs the tests.
+# Both set up .venv on first use: torch 2.14.1 / torchvision 0.29.1 and this package with its dev tools.
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup system-deps demo test lint bench clean
+
+setup: $(STAMP)
+
+# Prometheus/promtool/Alertmanager back the rule and scrape tests; redis-server backs the outage tests.
+system-deps:
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager redis-server >/dev/null; \
+	  else echo "note: install prometheus, prometheus-alertmanager and redis-server (Debian) for the full test suite"; fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null 2>&1 || { echo "error: $(PY) not found (Python 3.11 is required)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/clmlf-monitor demo
+
+test: system-deps $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/model_forward.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per `clmlf` subcommand: each exposes add_parser(subparsers)."""

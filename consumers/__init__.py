@@ -1,0 +1,1 @@
+"""Kafka consumers: posts -> images -> micro-batches -> CLMLF worker -> sinks."""

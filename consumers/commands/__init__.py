@@ -1,0 +1,1 @@
+"""One module per `clmlf-monitor` streaming subcommand (run, produce, demo)."""

@@ -1,0 +1,1 @@
+"""Monitor: topic sentiment in Redis, query API, trend alerts, metrics."""

@@ -1,0 +1,1 @@
+"""One module per `clmlf-monitor` monitor subcommand (query, alerts, serve, alerter)."""
