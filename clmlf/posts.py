@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 MAX_ID_CHARS = 256
 MAX_TEXT_CHARS = 10_000
