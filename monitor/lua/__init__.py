@@ -1,0 +1,1 @@
+"""Lua scripts run atomically inside Redis by :mod:`monitor.store` (package data)."""

@@ -1,0 +1,380 @@
+"""Topic sentiment in Redis: idempotent atomic writes and window queries.
+
+Write path: :meth:`SentimentStore.record` sends a whole batch of results to Redis
+as ONE Lua script call (``monitor/lua/record.lua``, EVALSHA with a fallback to
+EVAL).  Per post the script sets the post-id marker with ``SET NX`` and only when
+that succeeds stores the result and increments the per-topic minute bucket and
+hourly roll-up of the post's event time, so redelivered or reprocessed posts are
+never counted twice, also with many concurrent writers.
+
+Read path: a window is a run of whole buckets ending with the bucket that holds
+``now``; its counts are summed from minute buckets (short windows, edges) and
+hourly roll-ups (the full hours inside long windows), all fetched in one
+pipelined round trip.  The key layout is in :mod:`monitor.keys` and docs/redis.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Literal
+
+from clmlf.posts import ResultRecord
+from monitor.keys import HOUR, TOTAL_FIELD, KeyLayout
+
+DEFAULT_BUCKET_SECONDS = 60
+DEFAULT_BUCKET_TTL = 2 * 86400  # minute buckets: 2 days of event time
+DEFAULT_HOURLY_TTL = 35 * 86400  # hourly roll-ups: 35 days
+DEFAULT_RECENT_PER_TOPIC = 100
+DEFAULT_FUTURE_SKEW = 120.0  # event times up to 2 minutes ahead of the clock are accepted
+MAX_POSTS_PER_SCRIPT = 500  # larger batches go as several scripts in one pipeline
+
+EventWindow = Literal["ok", "future", "expired"]
+PREFERRED_LABEL_ORDER = ("positive", "neutral", "negative")
+
+
+def classify_event_time(
+    ts: float,
+    now: float,
+    *,
+    retention: float = DEFAULT_BUCKET_TTL,
+    max_skew: float = DEFAULT_FUTURE_SKEW,
+) -> EventWindow:
+    """``"future"`` if ``ts`` is more than ``max_skew`` ahead of ``now``, ``"expired"`` if older
+    than the bucket retention, else ``"ok"`` (counted into the bucket of its event time)."""
+    if ts > now + max_skew:
+        return "future"
+    if ts < now - retention:
+        return "expired"
+    return "ok"
+
+
+def order_labels(labels: Iterable[str]) -> list[str]:
+    """positive, neutral, negative first (when present), then any other label names sorted."""
+    names = set(labels)
+    head = [name for name in PREFERRED_LABEL_ORDER if name in names]
+    return head + sorted(names - set(head))
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """Counts by label of one topic over one window (or one time series step)."""
+
+    topic: str
+    window_seconds: int
+    total: int
+    counts: dict[str, int]
+    start: int = 0  # first bucket start (epoch s), inclusive
+    end: int = 0  # end of the last bucket (epoch s), exclusive
+
+    @property
+    def shares(self) -> dict[str, float]:
+        return {label: (n / self.total if self.total else 0.0) for label, n in self.counts.items()}
+
+    def share(self, label: str) -> float:
+        return self.counts.get(label, 0) / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public JSON shape of ``clmlf-monitor query --json`` (CONTRACT.md)."""
+        return {
+            "topic": self.topic,
+            "window_seconds": self.window_seconds,
+            "total": self.total,
+            "counts": dict(self.counts),
+            "shares": {label: round(v, 6) for label, v in self.shares.items()},
+        }
+
+
+class WriteReport(list[bool]):
+    """``record``'s return value: one bool per result (True = newly counted) plus
+    ``out_of_window``, how many of the newly stored posts were ``future`` / ``expired``
+    (stored as results but not counted in buckets; feed ``clmlf_out_of_window_events_total``)."""
+
+    def __init__(self, flags: Iterable[bool] = (), out_of_window: Counter[str] | None = None):
+        super().__init__(flags)
+        self.out_of_window: Counter[str] = out_of_window if out_of_window is not None else Counter()
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One bucket key to read: ``kind`` is ``m`` (minute) or ``h`` (hourly roll-up)."""
+
+    kind: Literal["m", "h"]
+    start: int
+
+
+def plan_range(start: int, end: int, bucket_seconds: int, minute_floor: int | None = None) -> list[_Part]:
+    """Buckets covering ``[start, end)`` (both multiples of ``bucket_seconds``): hourly roll-ups
+    for every whole hour inside, minute buckets for the edges.  Minute buckets that start before
+    ``minute_floor`` (already expired) are replaced by the roll-up of their hour."""
+    if start >= end:
+        return []
+    if minute_floor is not None and start < minute_floor:
+        start = min(start - start % HOUR, end)
+    first_hour = -(-start // HOUR) * HOUR
+    last_hour = end // HOUR * HOUR
+    if first_hour >= last_hour:
+        return [_Part("m", s) for s in range(start, end, bucket_seconds)]
+    parts = [_Part("m", s) for s in range(start, first_hour, bucket_seconds)]
+    parts += [_Part("h", s) for s in range(first_hour, last_hour, HOUR)]
+    parts += [_Part("m", s) for s in range(last_hour, end, bucket_seconds)]
+    return parts
+
+
+@dataclass
+class SentimentStore:
+    """Per-topic sentiment aggregates in Redis (see docs/redis.md for the key layout).
+
+    ``redis_client`` is a ``redis.Redis`` created with ``decode_responses=True``.
+    """
+
+    redis_client: Any
+    prefix: str = "clmlf"
+    bucket_seconds: int = DEFAULT_BUCKET_SECONDS
+    bucket_ttl: int = DEFAULT_BUCKET_TTL
+    hourly_ttl: int = DEFAULT_HOURLY_TTL
+    recent_per_topic: int = DEFAULT_RECENT_PER_TOPIC
+    result_ttl: int | None = None
+    max_future_skew: float = DEFAULT_FUTURE_SKEW
+    keys: KeyLayout = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.bucket_seconds <= 0 or HOUR % self.bucket_seconds:
+            raise ValueError(f"bucket_seconds must divide 3600, got {self.bucket_seconds}")
+        if self.bucket_ttl < self.bucket_seconds or self.hourly_ttl < self.bucket_ttl:
+            raise ValueError("retention must be bucket_seconds <= bucket_ttl <= hourly_ttl")
+        if self.recent_per_topic < 1:
+            raise ValueError("recent_per_topic must be >= 1")
+        if not self.prefix or any(c.isspace() for c in self.prefix):
+            raise ValueError("prefix must be a non-empty string without spaces")
+        self.keys = KeyLayout(self.prefix)
+        source = resources.files("monitor.lua").joinpath("record.lua").read_text(encoding="utf-8")
+        self._record_script = self.redis_client.register_script(source)
+
+    # ------------------------------------------------------------------ write path
+
+    @property
+    def seen_ttl(self) -> int:
+        """Idempotency marker lifetime: longer than any aggregate that the post could be counted in."""
+        return int(self.hourly_ttl + 2 * HOUR + self.max_future_skew)
+
+    def classify(self, ts: float, now: float) -> EventWindow:
+        return classify_event_time(ts, now, retention=self.bucket_ttl, max_skew=self.max_future_skew)
+
+    def record(
+        self, results: Sequence[tuple[ResultRecord, float]], now: float | None = None
+    ) -> WriteReport:
+        """Store results with their event times (epoch s) atomically and idempotently.
+
+        Returns one bool per result, True if newly counted (False: that post id was already
+        recorded, nothing changed).  ``report.out_of_window`` counts the newly stored results
+        whose event time was ``future`` or ``expired``: stored, listed, but not in buckets.
+        """
+        if not results:
+            return WriteReport()
+        now = time.time() if now is None else now
+        chunks = [results[i : i + MAX_POSTS_PER_SCRIPT] for i in range(0, len(results), MAX_POSTS_PER_SCRIPT)]
+        kinds_per_chunk = []
+        if len(chunks) == 1:
+            keys, args, kinds = self._script_call(chunks[0], now)
+            replies = [self._record_script(keys=keys, args=args)]
+            kinds_per_chunk.append(kinds)
+        else:
+            pipe = self.redis_client.pipeline(transaction=False)
+            for chunk in chunks:
+                keys, args, kinds = self._script_call(chunk, now)
+                self._record_script(keys=keys, args=args, client=pipe)
+                kinds_per_chunk.append(kinds)
+            replies = pipe.execute()
+        report = WriteReport()
+        for reply, kinds in zip(replies, kinds_per_chunk, strict=True):
+            for flag, kind in zip(reply, kinds, strict=True):
+                report.append(bool(int(flag)))
+                if int(flag) and kind != "ok":
+                    report.out_of_window[kind] += 1
+        return report
+
+    def _script_call(
+        self, results: Sequence[tuple[ResultRecord, float]], now: float
+    ) -> tuple[list[str], list[Any], list[EventWindow]]:
+        keys = [self.keys.topics, self.keys.labels, self.keys.out_of_window]
+        args: list[Any] = [
+            self.seen_ttl,
+            self.result_ttl or self.bucket_ttl,
+            self.recent_per_topic,
+            self.bucket_ttl,
+            len(results),
+        ]
+        kinds: list[EventWindow] = []
+        for result, event_ts in results:
+            kind = self.classify(event_ts, now)
+            kinds.append(kind)
+            minute_start = int(event_ts // self.bucket_seconds * self.bucket_seconds)
+            hour_start = int(event_ts // HOUR * HOUR)
+            topics = list(dict.fromkeys(result.topics)) or ["all"]
+            keys += [self.keys.seen(result.id), self.keys.result(result.id)]
+            for topic in topics:
+                keys += [
+                    self.keys.minute(topic, minute_start),
+                    self.keys.hour(topic, hour_start),
+                    self.keys.recent(topic),
+                ]
+            args += [
+                len(topics),
+                result.label,
+                kind,
+                repr(float(event_ts)),
+                minute_start + self.bucket_seconds + self.bucket_ttl,
+                hour_start + HOUR + self.hourly_ttl,
+                result.to_json(),
+                *topics,
+            ]
+        return keys, args, kinds
+
+    # ------------------------------------------------------------------ read path
+
+    def window_bounds(self, window_seconds: float, now: float | None = None) -> tuple[int, int]:
+        """``[start, end)`` of the last window: whole buckets, the last one holding ``now``."""
+        now = time.time() if now is None else now
+        bs = self.bucket_seconds
+        end = int(now // bs * bs) + bs
+        n_buckets = max(1, math.ceil(window_seconds / bs - 1e-9))
+        return end - n_buckets * bs, end
+
+    def _minute_floor(self, now: float) -> int:
+        """Start of the oldest minute bucket that can still exist."""
+        return int((now - self.bucket_ttl) // self.bucket_seconds * self.bucket_seconds) + self.bucket_seconds
+
+    def _part_key(self, topic: str, part: _Part) -> str:
+        return self.keys.minute(topic, part.start) if part.kind == "m" else self.keys.hour(topic, part.start)
+
+    def range_counts_many(
+        self, topics: Sequence[str], start: int, end: int, now: float | None = None
+    ) -> dict[str, WindowCounts]:
+        """Counts of several topics over ``[start, end)`` (bucket-aligned) in one round trip."""
+        now = time.time() if now is None else now
+        plan = plan_range(start, end, self.bucket_seconds, self._minute_floor(now))
+        pipe = self.redis_client.pipeline(transaction=False)
+        pipe.smembers(self.keys.labels)
+        for topic in topics:
+            for part in plan:
+                pipe.hgetall(self._part_key(topic, part))
+        replies = pipe.execute()
+        known_labels = order_labels(replies[0])
+        out: dict[str, WindowCounts] = {}
+        pos = 1
+        for topic in topics:
+            out[topic] = _sum_hashes(topic, replies[pos : pos + len(plan)], known_labels, start, end)
+            pos += len(plan)
+        return out
+
+    def range_counts(self, topic: str, start: int, end: int, now: float | None = None) -> WindowCounts:
+        return self.range_counts_many([topic], start, end, now)[topic]
+
+    def window_counts_many(
+        self, topics: Sequence[str], window_seconds: float, now: float | None = None
+    ) -> dict[str, WindowCounts]:
+        """Counts of several topics over the last window, one round trip."""
+        now = time.time() if now is None else now
+        start, end = self.window_bounds(window_seconds, now)
+        counts = self.range_counts_many(topics, start, end, now)
+        return {t: _with_window(c, int(round(window_seconds))) for t, c in counts.items()}
+
+    def window_counts(self, topic: str, window_seconds: float, now: float | None = None) -> WindowCounts:
+        """Counts by label of ``topic`` for posts whose event time lies in the last window."""
+        return self.window_counts_many([topic], window_seconds, now)[topic]
+
+    def timeseries(
+        self, topic: str, window_seconds: float, step_seconds: float, now: float | None = None
+    ) -> list[WindowCounts]:
+        """Consecutive steps (oldest first) covering the last window, one round trip.
+
+        ``step_seconds`` must be a multiple of the bucket size; the window is rounded up to
+        whole steps, the last step ending with the bucket that holds ``now``.
+        """
+        now = time.time() if now is None else now
+        bs = self.bucket_seconds
+        step = int(round(step_seconds))
+        if step < bs or step % bs:
+            raise ValueError(f"step must be a multiple of {bs}s")
+        _, end = self.window_bounds(bs, now)
+        n_steps = max(1, math.ceil(window_seconds / step - 1e-9))
+        start = end - n_steps * step
+        floor = self._minute_floor(now)
+        plans = [plan_range(s, s + step, bs, floor) for s in range(start, end, step)]
+        pipe = self.redis_client.pipeline(transaction=False)
+        pipe.smembers(self.keys.labels)
+        for plan in plans:
+            for part in plan:
+                pipe.hgetall(self._part_key(topic, part))
+        replies = pipe.execute()
+        known_labels = order_labels(replies[0])
+        series, pos = [], 1
+        for i, plan in enumerate(plans):
+            s = start + i * step
+            series.append(_sum_hashes(topic, replies[pos : pos + len(plan)], known_labels, s, s + step))
+            pos += len(plan)
+        return [_with_window(c, step) for c in series]
+
+    def topics(self, active_since: float | None = None) -> list[tuple[str, float]]:
+        """Topics with their newest counted event time, newest first (optionally only recent ones)."""
+        low = "-inf" if active_since is None else active_since
+        pairs = self.redis_client.zrevrangebyscore(self.keys.topics, "+inf", low, withscores=True)
+        return [(name, float(score)) for name, score in pairs]
+
+    def labels(self) -> list[str]:
+        return order_labels(self.redis_client.smembers(self.keys.labels))
+
+    def recent(self, topic: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest stored results of ``topic`` (newest first)."""
+        import json
+
+        rows = self.redis_client.lrange(self.keys.recent(topic), 0, max(0, limit - 1))
+        return [json.loads(row) for row in rows]
+
+    def get_result(self, post_id: str) -> dict[str, Any] | None:
+        import json
+
+        raw = self.redis_client.get(self.keys.result(post_id))
+        return None if raw is None else json.loads(raw)
+
+    def out_of_window_counts(self) -> dict[str, int]:
+        raw = self.redis_client.hgetall(self.keys.out_of_window)
+        return {kind: int(raw.get(kind, 0)) for kind in ("future", "expired")}
+
+    def ping(self) -> bool:
+        return bool(self.redis_client.ping())
+
+
+def _sum_hashes(
+    topic: str, hashes: Sequence[dict[str, str]], known_labels: list[str], start: int, end: int
+) -> WindowCounts:
+    totals: Counter[str] = Counter()
+    for h in hashes:
+        for name, value in h.items():
+            totals[name] += int(value)
+    total = totals.pop(TOTAL_FIELD, 0)
+    labels = order_labels([*known_labels, *totals])
+    return WindowCounts(
+        topic=topic,
+        window_seconds=end - start,
+        total=total,
+        counts={label: totals.get(label, 0) for label in labels},
+        start=start,
+        end=end,
+    )
+
+
+def _with_window(counts: WindowCounts, window_seconds: int) -> WindowCounts:
+    return WindowCounts(
+        topic=counts.topic,
+        window_seconds=window_seconds,
+        total=counts.total,
+        counts=counts.counts,
+        start=counts.start,
+        end=counts.end,
+    )
