@@ -1,0 +1,225 @@
+"""The one typed configuration object of a ``clmlf-monitor run`` process.
+
+Flags get their defaults from environment variables (docs/architecture.md);
+:func:`add_run_arguments` declares them, :func:`run_config_from_args` validates
+everything once into :class:`RunConfig` (bad values exit 2 with one line).
+Secrets (SASL password) are ``SecretStr`` and never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from clmlf.settings import build_config, env_default, env_flag, parse_duration, redact_url
+
+
+class KafkaSecurity(BaseModel):
+    """Broker security settings (from ``KAFKA_SECURITY_PROTOCOL`` etc.; environment only)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSecurity:
+        if self.protocol.startswith("SASL") and not (self.sasl_mechanism and self.sasl_username
+                                                     and self.sasl_password):
+            raise ValueError("SASL needs KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD")
+        return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients."""
+        kwargs: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.protocol.startswith("SASL"):
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password.get_secret_value() if self.sasl_password else None,
+            )
+        if self.ssl_cafile:
+            kwargs["ssl_cafile"] = self.ssl_cafile
+        return kwargs
+
+    @classmethod
+    def from_env(cls) -> dict[str, Any]:
+        return {
+            "protocol": (env_default("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") or "").upper(),
+            "sasl_mechanism": env_default("KAFKA_SASL_MECHANISM"),
+            "sasl_username": env_default("KAFKA_SASL_USERNAME"),
+            "sasl_password": env_default("KAFKA_SASL_PASSWORD"),
+            "ssl_cafile": env_default("KAFKA_SSL_CAFILE"),
+        }
+
+
+def _bootstrap_ok(value: str) -> str:
+    servers = [s.strip() for s in value.split(",") if s.strip()]
+    if not servers:
+        raise ValueError("give at least one HOST:PORT")
+    for server in servers:
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not (0 < int(port) < 65536):
+            raise ValueError(f"{server!r} is not HOST:PORT")
+    return ",".join(servers)
+
+
+def _topic_ok(value: str) -> str:
+    if not value or len(value) > 249 or not all(c.isalnum() or c in "._-" for c in value):
+        raise ValueError(f"{value!r} is not a valid Kafka topic name (letters, digits, '.', '_', '-')")
+    return value
+
+
+class RunConfig(BaseModel):
+    """Everything one consumer-group member needs, validated once."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap: str
+    topic: str
+    group: str = Field(min_length=1, max_length=255)
+    redis_url: str
+    redis_prefix: str = Field(default="clmlf", min_length=1, max_length=64)
+    checkpoint: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_batch: int = Field(default=32, ge=1, le=1024)
+    max_wait_ms: float = Field(default=50.0, gt=0, le=60_000)
+    metrics_port: int = Field(default=9108, ge=0, le=65535)
+    metrics_host: str = "0.0.0.0"
+    output_topic: str | None = None
+    exit_when_idle: float | None = Field(default=None, gt=0)
+    allow_private_images: bool = False
+    image_workers: int = Field(default=8, ge=1, le=256)
+    image_timeout: float = Field(default=5.0, gt=0, le=120)
+    max_in_flight: int = Field(default=1024, ge=1, le=1_000_000)
+    shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    max_topic_labels: int = Field(default=50, ge=1, le=10_000)
+    log_level: str = "INFO"
+    security: KafkaSecurity = KafkaSecurity()
+
+    @field_validator("bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        return _bootstrap_ok(value)
+
+    @field_validator("topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        return _topic_ok(value)
+
+    @field_validator("output_topic")
+    @classmethod
+    def _check_output_topic(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _topic_ok(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.topic}.dlq"
+
+    def describe(self) -> str:
+        """One log line with the settings that matter (secrets redacted)."""
+        return (
+            f"topic={self.topic} group={self.group} bootstrap={self.bootstrap} "
+            f"redis={redact_url(self.redis_url)} prefix={self.redis_prefix} "
+            f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} max_batch={self.max_batch} "
+            f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
+            f"metrics_port={self.metrics_port} security={self.security.protocol}"
+        )
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every ``run`` flag, defaults from the environment (flags win)."""
+    kafka = parser.add_argument_group("Kafka")
+    kafka.add_argument("--bootstrap", default=env_default("KAFKA_BOOTSTRAP_SERVERS"), metavar="HOST:PORT[,..]",
+                       help="Kafka bootstrap servers [KAFKA_BOOTSTRAP_SERVERS]")
+    kafka.add_argument("--topic", default=env_default("KAFKA_TOPIC"), help="input topic of posts [KAFKA_TOPIC]")
+    kafka.add_argument("--group", default=env_default("KAFKA_GROUP_ID"),
+                       help="consumer group; members share the partitions [KAFKA_GROUP_ID]")
+    kafka.add_argument("--output-topic", default=env_default("KAFKA_OUTPUT_TOPIC"),
+                       help="also publish each result record here, key = post id [KAFKA_OUTPUT_TOPIC]")
+    kafka.add_argument("--session-timeout-ms", type=int,
+                       default=env_default("KAFKA_SESSION_TIMEOUT_MS", 10_000),
+                       help="group session timeout (default 10000) [KAFKA_SESSION_TIMEOUT_MS]")
+
+    store = parser.add_argument_group("Redis")
+    store.add_argument("--redis", dest="redis_url", default=env_default("REDIS_URL"), metavar="URL",
+                       help="Redis URL, e.g. redis://:secret@host:6379/0 [REDIS_URL]")
+    store.add_argument("--redis-prefix", default=env_default("CLMLF_REDIS_PREFIX", "clmlf"),
+                       help="key prefix (default clmlf) [CLMLF_REDIS_PREFIX]")
+
+    model = parser.add_argument_group("Model and batching")
+    model.add_argument("--checkpoint", default=env_default("CLMLF_CHECKPOINT"), metavar="DIR",
+                       help="checkpoint directory (default: the embedded model) [CLMLF_CHECKPOINT]")
+    model.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"),
+                       help="auto = CUDA (bf16 autocast) when present, else CPU [CLMLF_DEVICE]")
+    model.add_argument("--max-batch", type=int, default=env_default("CLMLF_MAX_BATCH", 32), metavar="N",
+                       help="flush a micro-batch at N posts (default 32) [CLMLF_MAX_BATCH]")
+    model.add_argument("--max-wait-ms", type=float, default=env_default("CLMLF_MAX_WAIT_MS", 50), metavar="MS",
+                       help="... or when its oldest post waited MS (default 50) [CLMLF_MAX_WAIT_MS]")
+
+    images = parser.add_argument_group("Images")
+    images.add_argument("--allow-private-images", action="store_true",
+                        default=env_flag("CLMLF_ALLOW_PRIVATE_IMAGES"),
+                        help="allow image URLs on private/loopback addresses (tests, trusted networks) "
+                             "[CLMLF_ALLOW_PRIVATE_IMAGES]")
+    images.add_argument("--image-workers", type=int, default=env_default("CLMLF_IMAGE_WORKERS", 8), metavar="N",
+                        help="concurrent image fetch+decode threads (default 8) [CLMLF_IMAGE_WORKERS]")
+    images.add_argument("--image-timeout", type=_duration_arg, default=env_default("CLMLF_IMAGE_TIMEOUT", "5s"),
+                        metavar="DURATION", help="total time budget per image fetch (default 5s) "
+                        "[CLMLF_IMAGE_TIMEOUT]")
+
+    ops = parser.add_argument_group("Operations")
+    ops.add_argument("--metrics-port", type=int, default=env_default("CLMLF_METRICS_PORT", 9108), metavar="P",
+                     help="port of /metrics, /healthz, /readyz; 0 = off (default 9108) [CLMLF_METRICS_PORT]")
+    ops.add_argument("--max-in-flight", type=int, default=env_default("CLMLF_MAX_IN_FLIGHT", 1024), metavar="N",
+                     help="posts held in memory before partitions are paused (default 1024) "
+                          "[CLMLF_MAX_IN_FLIGHT]")
+    ops.add_argument("--exit-when-idle", type=_duration_arg, default=env_default("CLMLF_EXIT_WHEN_IDLE"),
+                     metavar="DURATION", help="exit 0 after this long with nothing to do (scripts, tests) "
+                     "[CLMLF_EXIT_WHEN_IDLE]")
+    ops.add_argument("--shutdown-grace", type=_duration_arg,
+                     default=env_default("CLMLF_SHUTDOWN_GRACE", "30s"), metavar="DURATION",
+                     help="on SIGTERM, time to finish in-flight posts (default 30s) [CLMLF_SHUTDOWN_GRACE]")
+    ops.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"), help="logging level [LOG_LEVEL]")
+
+
+def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
+    """Validate the parsed flags (and security environment) into one :class:`RunConfig`, or exit 2."""
+    for flag, value in (("--bootstrap", args.bootstrap), ("--topic", args.topic), ("--group", args.group),
+                        ("--redis", args.redis_url)):
+        if not value:
+            parser.error(f"{flag} is required (or set its environment variable)")
+    values = {name: getattr(args, name) for name in (
+        "bootstrap", "topic", "group", "redis_url", "redis_prefix", "checkpoint", "device", "max_batch",
+        "max_wait_ms", "metrics_port", "output_topic", "exit_when_idle", "allow_private_images",
+        "image_workers", "image_timeout", "max_in_flight", "shutdown_grace", "session_timeout_ms", "log_level")}
+    values["security"] = KafkaSecurity.from_env()
+    return build_config(parser, RunConfig, values)

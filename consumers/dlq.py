@@ -1,0 +1,117 @@
+"""Dead-letter topic: rejected records go to ``<topic>.dlq`` with the reason.
+
+Each dead letter is a JSON envelope (:func:`dlq_envelope`) holding the original
+key and value bytes base64-encoded, the reason code and detail line from
+:class:`clmlf.posts.InvalidPost`, and the source topic, partition, offset and
+timestamp; the reason is also a record header (``clmlf-dlq-reason``) so tools
+can filter without parsing.  :class:`DeadLetterWriter` sends asynchronously
+and reports which source offsets are durably dead-lettered, resending failures,
+so the consumer loop never blocks on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.offsets import PartitionLease
+
+REASON_HEADER = "clmlf-dlq-reason"
+log = logging.getLogger(__name__)
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def dlq_envelope(*, value: bytes | None, key: bytes | None, reason: str, detail: str, topic: str,
+                 partition: int, offset: int, timestamp_ms: int | None) -> bytes:
+    """The JSON dead-letter envelope (UTF-8 bytes)."""
+    envelope = {
+        "reason": reason,
+        "detail": detail,
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "timestamp_ms": timestamp_ms,
+        "key_b64": _b64(key),
+        "value_b64": _b64(value),
+        "dead_lettered_at_ms": int(time.time() * 1000),
+    }
+    return json.dumps(envelope, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass
+class _Pending:
+    lease: PartitionLease
+    offset: int
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    future: Any = None
+    retry_at: float = 0.0
+    attempts: int = 0
+
+
+class DeadLetterWriter:
+    """Sends dead letters without blocking; :meth:`completed` yields the source offsets that are safe."""
+
+    def __init__(self, producer: Any, on_error: Callable[[], None] = lambda: None,
+                 max_backoff: float = 10.0) -> None:
+        self._producer = producer
+        self._on_error = on_error
+        self._max_backoff = max_backoff
+        self._pending: list[_Pending] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def submit(self, lease: PartitionLease, *, dlq_topic: str, source_topic: str, partition: int, offset: int,
+               key: bytes | None, value: bytes | None, timestamp_ms: int | None, reason: str,
+               detail: str) -> None:
+        envelope = dlq_envelope(value=value, key=key, reason=reason, detail=detail, topic=source_topic,
+                                partition=partition, offset=offset, timestamp_ms=timestamp_ms)
+        item = _Pending(lease, offset, dlq_topic, key, envelope, [(REASON_HEADER, reason.encode())])
+        self._send(item)
+        self._pending.append(item)
+
+    def _send(self, item: _Pending) -> None:
+        item.attempts += 1
+        try:
+            item.future = self._producer.send(item.topic, key=item.key, value=item.value, headers=item.headers)
+        except Exception as exc:  # broker unreachable: retry later
+            item.future = None
+            self._failed(item, exc)
+
+    def _failed(self, item: _Pending, exc: BaseException | None) -> None:
+        self._on_error()
+        item.retry_at = time.monotonic() + min(self._max_backoff, 0.2 * 2 ** min(item.attempts, 10))
+        log.warning("dead-letter send failed (attempt %d), will retry: %s", item.attempts, exc)
+
+    def completed(self) -> list[tuple[PartitionLease, int]]:
+        """Source offsets whose dead letter the broker acknowledged (and retry failed sends)."""
+        done, still = [], []
+        now = time.monotonic()
+        for item in self._pending:
+            if item.lease.revoked:
+                continue
+            if item.future is None:
+                if now >= item.retry_at:
+                    self._send(item)
+                still.append(item)
+            elif not item.future.is_done:
+                still.append(item)
+            elif item.future.succeeded():
+                done.append((item.lease, item.offset))
+            else:
+                item.future, exc = None, item.future.exception
+                self._failed(item, exc)
+                still.append(item)
+        self._pending = still
+        return done

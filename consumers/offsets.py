@@ -1,0 +1,131 @@
+"""Per-partition "done" tracking: which offset may be committed.
+
+Posts of one partition are taken in offset order but may finish out of order
+(an image fetch is slow, a batch groups by length).  For each partition the
+tracker keeps the started offsets in order and the finished ones; the commit
+point is the lowest offset not yet finished (or one past the last started one),
+so everything below a committed offset is durably done.
+
+Ownership of a partition is a :class:`PartitionLease`.  On revoke the lease is
+marked revoked and forgotten: late completions carrying it are ignored, and any
+stage may skip work whose lease is revoked.  The tracker is used by the
+consumer-loop thread only (no locks); other threads only read ``lease.revoked``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Hashable
+
+
+@dataclass(eq=False)
+class PartitionLease:
+    """This process's current ownership of one partition."""
+
+    partition: Hashable
+    revoked: bool = False
+
+
+@dataclass
+class _PartitionState:
+    lease: PartitionLease
+    started: deque[int] = field(default_factory=deque)
+    finished: set[int] = field(default_factory=set)
+    next_offset: int | None = None  # one past the last started offset
+    committed: int | None = None  # last commit point sent and acknowledged
+
+    def commit_point(self) -> int | None:
+        while self.started and self.started[0] in self.finished:
+            self.finished.discard(self.started.popleft())
+        if self.started:
+            return self.started[0]
+        return self.next_offset
+
+
+class OffsetTracker:
+    """Tracks started/finished offsets per partition and derives safe commit points."""
+
+    def __init__(self) -> None:
+        self._parts: dict[Hashable, _PartitionState] = {}
+
+    def assign(self, partition: Hashable) -> PartitionLease:
+        """Start owning ``partition`` (idempotent while the current lease is live)."""
+        state = self._parts.get(partition)
+        if state is not None:
+            return state.lease
+        lease = PartitionLease(partition)
+        self._parts[partition] = _PartitionState(lease)
+        return lease
+
+    def lease(self, partition: Hashable) -> PartitionLease | None:
+        state = self._parts.get(partition)
+        return state.lease if state else None
+
+    @property
+    def partitions(self) -> list[Hashable]:
+        return list(self._parts)
+
+    def start(self, partition: Hashable, offset: int) -> PartitionLease:
+        """Record that ``offset`` was taken for processing; returns the lease to carry with it.
+
+        An offset at or below one already started means the client rewound the
+        partition (e.g. after a failed commit): the old in-flight work is dropped
+        with a fresh lease, as on revoke, and tracking restarts at ``offset``.
+        """
+        state = self._parts.get(partition)
+        if state is None:
+            self.assign(partition)
+            state = self._parts[partition]
+        elif state.next_offset is not None and offset < state.next_offset:
+            committed = state.committed
+            self.revoke([partition])
+            self.assign(partition)
+            state = self._parts[partition]
+            state.committed = committed
+        state.started.append(offset)
+        state.next_offset = offset + 1
+        return state.lease
+
+    def finish(self, lease: PartitionLease, offset: int) -> bool:
+        """Record ``offset`` as done; False (ignored) when the lease is no longer current."""
+        state = self._parts.get(lease.partition)
+        if state is None or state.lease is not lease or lease.revoked:
+            return False
+        state.finished.add(offset)
+        return True
+
+    def pending(self, partition: Hashable | None = None) -> int:
+        """Started but unfinished offsets (of one partition, or all)."""
+        states = [self._parts[partition]] if partition is not None and partition in self._parts else (
+            [] if partition is not None else self._parts.values())
+        return sum(len(s.started) - len(s.finished) for s in states)
+
+    def commit_points(self, partitions: list[Hashable] | None = None) -> dict[Hashable, int]:
+        """Commit points that moved past the last acknowledged commit."""
+        points = {}
+        for partition in partitions if partitions is not None else list(self._parts):
+            state = self._parts.get(partition)
+            if state is None:
+                continue
+            point = state.commit_point()
+            if point is not None and point != state.committed:
+                points[partition] = point
+        return points
+
+    def committed(self, points: dict[Hashable, int]) -> None:
+        """Remember commit points the broker acknowledged."""
+        for partition, point in points.items():
+            state = self._parts.get(partition)
+            if state is not None:
+                state.committed = point
+
+    def revoke(self, partitions: list[Hashable]) -> int:
+        """Forget ``partitions``; their in-flight work is dropped. Returns how many posts were dropped."""
+        dropped = 0
+        for partition in partitions:
+            state = self._parts.pop(partition, None)
+            if state is not None:
+                state.lease.revoked = True
+                dropped += len(state.started) - len(state.finished)
+        return dropped
