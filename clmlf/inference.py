@@ -1,0 +1,102 @@
+"""Batch inference: posts (text, optional aspect, optional image tensor) -> label + scores.
+
+    predictor = Predictor.from_checkpoint("runs/mvsa", device="auto")
+    predictions = predictor.predict([InferenceItem("great phone!", image=tensor), ...])
+
+On CUDA the forward runs under bfloat16 autocast; on CPU in float32. Items are
+sorted by text length internally (less padding per batch) and returned in the
+caller's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from clmlf.checkpoint import LoadedModel, load
+
+DeviceName = Literal["auto", "cpu", "cuda"]
+
+
+@dataclass(frozen=True)
+class InferenceItem:
+    text: str
+    aspect: str | None = None
+    image: Tensor | None = None  # [3, S, S] from Preprocessor.image_tensor / image_from_bytes
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    scores: dict[str, float]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+    return torch.device(device)
+
+
+class Predictor:
+    """Owns one loaded model on one device; not thread-safe (one worker thread should own it)."""
+
+    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 32):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.device = resolve_device(device)
+        self.loaded = loaded
+        self.model = loaded.model.to(self.device).eval()
+        self.preprocessor = loaded.preprocessor
+        self.batch_size = batch_size
+        self.labels: tuple[str, ...] = tuple(loaded.config.labels)
+        self.model_name = loaded.name
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int = 32) -> Predictor:
+        """Load ``path``; ``None`` loads the embedded default model (clmlf/default_model_files)."""
+        if path is None:
+            from clmlf.default_model import default_checkpoint_dir
+
+            path = default_checkpoint_dir()
+        return cls(load(path, device="cpu"), device=device, batch_size=batch_size)
+
+    @property
+    def uses_bf16(self) -> bool:
+        return self.device.type == "cuda"
+
+    def predict(self, items: Sequence[InferenceItem], batch_size: int | None = None) -> list[Prediction]:
+        """Label every item; the result list is in the order of ``items``."""
+        size = batch_size or self.batch_size
+        order = sorted(range(len(items)), key=lambda i: len(items[i].text))
+        results: list[Prediction | None] = [None] * len(items)
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            probabilities = self.probabilities([items[i] for i in chunk])
+            for row, index in enumerate(chunk):
+                scores = {label: float(p) for label, p in zip(self.labels, probabilities[row], strict=True)}
+                results[index] = Prediction(label=self.labels[int(probabilities[row].argmax())], scores=scores)
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def probabilities(self, items: Sequence[InferenceItem]) -> Tensor:
+        """Softmax scores [len(items), n_labels] (float32, CPU) for one batch."""
+        aspects = [item.aspect for item in items]
+        batch = self.preprocessor.collate(
+            [item.text for item in items],
+            [item.image for item in items],
+            aspects if any(a is not None for a in aspects) else None,
+        )
+        batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16):
+            output = self.model(**batch)
+        return output.logits.float().softmax(dim=-1).cpu()

@@ -1,0 +1,119 @@
+"""Turning posts into model inputs: tokens, normalised pixels, and batches of both.
+
+The image path is split into steps so training can insert its augmentations
+(random flip, RandAugment) between decoding and the tensor::
+
+    img = decode_image(data, resize)            # clmlf.images: safe decode, EXIF, draft mode
+    img = pre.resize_and_crop(img)              # shorter side -> resize, center crop image_size
+    ...training augmentations on the PIL image...
+    tensor = pre.to_tensor(img)                 # [3, S, S] float32, ImageNet-normalised
+
+:meth:`Preprocessor.image_tensor` does resize + crop + tensor in one call and
+:meth:`Preprocessor.image_from_bytes` adds the decode in front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from clmlf.config import ModelConfig
+from clmlf.images import center_crop, decode_image, resize_shorter_side
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+
+class Preprocessor:
+    """Tokenizer + image transform of one model configuration."""
+
+    def __init__(self, config: ModelConfig, tokenizer: PreTrainedTokenizerBase):
+        self.config = config
+        self.tokenizer = tokenizer
+        self._mean = torch.tensor(config.mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(config.std, dtype=torch.float32).view(3, 1, 1)
+
+    # ------------------------------------------------------------------ text
+
+    def tokenize(self, texts: Sequence[str], aspects: Sequence[str | None] | None = None) -> dict[str, Tensor]:
+        """``input_ids``, ``attention_mask``, ``token_type_ids`` [B, L], padded to the longest in the batch.
+
+        With aspects (or an aspect-based config) the input is ``[CLS] sentence [SEP] aspect [SEP]``;
+        a missing aspect becomes the empty string. Truncation keeps at most ``max_text_len`` pieces.
+        """
+        texts = list(texts)
+        use_aspects = self.config.aspect or (aspects is not None and any(a is not None for a in aspects))
+        second = None
+        if use_aspects:
+            aspects = list(aspects) if aspects is not None else [None] * len(texts)
+            if len(aspects) != len(texts):
+                raise ValueError(f"{len(aspects)} aspects for {len(texts)} texts")
+            second = [a or "" for a in aspects]
+        encoded = self.tokenizer(
+            texts,
+            second,
+            truncation="longest_first" if use_aspects else True,
+            max_length=self.config.max_text_len,
+            padding="longest",
+            return_tensors="pt",
+            return_token_type_ids=True,
+        )
+        return {
+            "input_ids": encoded["input_ids"],
+            "attention_mask": encoded["attention_mask"],
+            "token_type_ids": encoded["token_type_ids"],
+        }
+
+    # ------------------------------------------------------------------ images
+
+    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+        """Shorter side to ``config.resize``, then the central ``config.image_size`` square."""
+        return center_crop(resize_shorter_side(image.convert("RGB"), self.config.resize), self.config.image_size)
+
+    def to_tensor(self, image: Image.Image) -> Tensor:
+        """RGB PIL image -> float32 [3, H, W] in [0, 1], then normalised with the config's mean/std."""
+        array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+        tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+        return (tensor - self._mean) / self._std
+
+    def image_tensor(self, image: Image.Image) -> Tensor:
+        """The evaluation image pipeline: resize 256, center crop 224, ToTensor, normalise."""
+        return self.to_tensor(self.resize_and_crop(image))
+
+    def decode(self, data: bytes) -> Image.Image:
+        """Untrusted bytes -> RGB PIL image (raises ``clmlf.images.ImageDecodeError``)."""
+        return decode_image(data, self.config.resize)
+
+    def image_from_bytes(self, data: bytes) -> Tensor:
+        return self.image_tensor(self.decode(data))
+
+    def blank_pixels(self, n: int) -> Tensor:
+        size = self.config.image_size
+        return torch.zeros(n, 3, size, size, dtype=torch.float32)
+
+    # ------------------------------------------------------------------ batches
+
+    def collate(
+        self,
+        texts: Sequence[str],
+        images: Sequence[Tensor | None],
+        aspects: Sequence[str | None] | None = None,
+    ) -> dict[str, Tensor]:
+        """One model batch: token tensors + ``pixel_values`` (zeros where no image) + ``image_present``."""
+        if len(images) != len(texts):
+            raise ValueError(f"{len(images)} images for {len(texts)} texts")
+        batch = self.tokenize(texts, aspects)
+        pixels = self.blank_pixels(len(texts))
+        present = torch.zeros(len(texts), dtype=torch.bool)
+        for row, image in enumerate(images):
+            if image is not None:
+                pixels[row] = image
+                present[row] = True
+        batch["pixel_values"] = pixels
+        batch["image_present"] = present
+        return batch
