@@ -1,0 +1,265 @@
+"""``clmlf predict``: label a JSONL file of posts, one result record per input line.
+
+No Kafka, no Redis: read post messages (CONTRACT.md schema), fetch/decode their
+images, run the model in batches, write one JSON line per input line in the
+same order. A bad line becomes an error record at its position (and a warning);
+a post whose image cannot be fetched or decoded is still classified on its text
+(``"image": "failed"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clmlf.settings import build_config, env_default, env_flag, setup_logging
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from clmlf.image_fetch import ImageFetcher
+    from clmlf.inference import Predictor
+    from clmlf.posts import ImageStatus, Post
+
+log = logging.getLogger("clmlf.predict")
+
+CHUNK_LINES = 256  # lines read, fetched and written together (bounds memory on big inputs)
+IMAGE_WORKERS = 8
+
+EXAMPLES = """\
+examples:
+  clmlf predict --input examples/posts.jsonl --output results.jsonl
+  clmlf predict --input posts.jsonl --checkpoint runs/mvsa-single/best --output - | jq .label
+  cat posts.jsonl | clmlf predict --input - --output results.jsonl --batch-size 64 --device cuda
+
+Each output line is a result record
+  {"id", "label", "scores", "topics", "created_at", "processed_at", "model", "image"}
+with image = used | none | failed, or, for a line that is not a valid post,
+  {"id": <id or null>, "line": N, "error": {"reason": ..., "detail": ...}}.
+Environment: CLMLF_CHECKPOINT, CLMLF_DEVICE, CLMLF_ALLOW_PRIVATE_IMAGES, LOG_LEVEL.
+"""
+
+
+class PredictConfig(BaseModel):
+    """Validated options of one ``clmlf predict`` run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+    checkpoint: str | None = None
+    batch_size: int = Field(32, ge=1, le=4096)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    allow_private_images: bool = False
+    progress: bool = True
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "predict",
+        help="label a JSONL file of posts (no Kafka/Redis needed)",
+        description="Label every post of a JSONL file (one post message per line, CONTRACT.md schema) "
+        "with a CLMLF checkpoint and write one result record per line, in input order.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--input", required=True, metavar="FILE", help="posts, one JSON object per line ('-' = stdin)")
+    parser.add_argument("--output", default="-", metavar="FILE", help="result records ('-' = stdout, the default)")
+    parser.add_argument(
+        "--checkpoint",
+        default=env_default("CLMLF_CHECKPOINT"),
+        metavar="DIR",
+        help="checkpoint directory (env CLMLF_CHECKPOINT; default: the embedded model)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="posts per forward pass (default 32)")
+    parser.add_argument(
+        "--device",
+        default=env_default("CLMLF_DEVICE", "auto"),
+        help="auto, cpu or cuda (env CLMLF_DEVICE; default auto: CUDA with bf16 when available)",
+    )
+    parser.add_argument(
+        "--allow-private-images",
+        action="store_true",
+        default=env_flag("CLMLF_ALLOW_PRIVATE_IMAGES"),
+        help="let image_url point at private/loopback addresses (env CLMLF_ALLOW_PRIVATE_IMAGES; off by default)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"), help="logging level (env LOG_LEVEL)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    setup_logging(args.log_level)
+    config = build_config(
+        parser,
+        PredictConfig,
+        {
+            "input": args.input,
+            "output": args.output,
+            "checkpoint": args.checkpoint,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "allow_private_images": args.allow_private_images,
+            "progress": not args.no_progress,
+        },
+    )
+    if config.input != "-" and not Path(config.input).is_file():
+        parser.error(f"--input: file not found: {config.input}")
+    if config.output != "-" and not Path(config.output).resolve().parent.is_dir():
+        parser.error(f"--output: directory does not exist: {Path(config.output).parent}")
+
+    from clmlf.checkpoint import CheckpointError
+    from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.inference import Predictor
+
+    try:
+        predictor = Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.batch_size)
+    except CheckpointError as exc:
+        parser.error(f"--checkpoint: {exc}")
+    except ValueError as exc:  # e.g. --device cuda without a GPU
+        parser.error(f"--device: {exc}")
+    log.info("model %s on %s", predictor.model_name, predictor.device)
+
+    with ExitStack() as stack:
+        source = sys.stdin.buffer if config.input == "-" else stack.enter_context(open(config.input, "rb"))
+        sink = sys.stdout if config.output == "-" else stack.enter_context(open(config.output, "w", encoding="utf-8"))
+        fetcher = stack.enter_context(ImageFetcher(FetchConfig(allow_private=config.allow_private_images)))
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=IMAGE_WORKERS, thread_name_prefix="image"))
+        stats = predict_stream(source, sink, predictor, fetcher, pool, progress=config.progress,
+                               total=None if config.input == "-" else _count_lines(config.input))
+    log.info(
+        "labelled %d posts (%d bad lines, %d failed images) -> %s",
+        stats["posts"], stats["bad_lines"], stats["failed_images"], config.output,
+    )
+    return 0
+
+
+def predict_stream(
+    source: IO[bytes],
+    sink: IO[str],
+    predictor: Predictor,
+    fetcher: ImageFetcher,
+    pool: ThreadPoolExecutor,
+    *,
+    progress: bool = True,
+    total: int | None = None,
+) -> dict[str, int]:
+    """Read ``source`` chunk by chunk and write one JSON line per input line to ``sink``."""
+    from tqdm import tqdm
+
+    stats = {"posts": 0, "bad_lines": 0, "failed_images": 0}
+    with tqdm(total=total, unit="post", desc="predict", file=sys.stderr, disable=not progress or None) as bar:
+        for first_line, lines in _chunks(source, CHUNK_LINES):
+            for line in _label_chunk(first_line, lines, predictor, fetcher, pool, stats):
+                sink.write(line + "\n")
+            sink.flush()
+            bar.update(len(lines))
+    return stats
+
+
+def _chunks(source: IO[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
+    """(number of the first line, up to ``size`` raw lines without their newline)."""
+    chunk: list[bytes] = []
+    first = 1
+    for number, raw in enumerate(source, start=1):
+        chunk.append(raw.rstrip(b"\r\n"))
+        if len(chunk) == size:
+            yield first, chunk
+            chunk, first = [], number + 1
+    if chunk:
+        yield first, chunk
+
+
+def _label_chunk(
+    first_line: int,
+    lines: list[bytes],
+    predictor: Predictor,
+    fetcher: ImageFetcher,
+    pool: ThreadPoolExecutor,
+    stats: dict[str, int],
+) -> list[str]:
+    from clmlf.inference import InferenceItem
+    from clmlf.posts import InvalidPost, build_result, parse_post
+
+    out: list[str | None] = [None] * len(lines)
+    posts: list[tuple[int, Post]] = []
+    for offset, raw in enumerate(lines):
+        try:
+            posts.append((offset, parse_post(raw)))
+        except InvalidPost as exc:
+            number = first_line + offset
+            log.warning("line %d: skipped, %s: %s", number, exc.reason, exc.detail)
+            stats["bad_lines"] += 1
+            out[offset] = _error_line(raw, number, exc.reason, exc.detail)
+
+    images = list(pool.map(lambda item: _load_image(item[1], fetcher, predictor), posts))
+    items = [InferenceItem(post.text, post.aspect, image) for (_, post), (image, _) in zip(posts, images, strict=True)]
+    predictions = predictor.predict(items)
+    now = time.time()
+    for (offset, post), (_, status), prediction in zip(posts, images, predictions, strict=True):
+        stats["posts"] += 1
+        stats["failed_images"] += status == "failed"
+        record = build_result(
+            post,
+            prediction.label,
+            prediction.scores,
+            event_time=post.created_at if post.created_at is not None else now,
+            processed_at=now,
+            model=predictor.model_name,
+            image=status,
+        )
+        out[offset] = record.to_json()
+    return [line for line in out if line is not None]
+
+
+def _load_image(post: Post, fetcher: ImageFetcher, predictor: Predictor) -> tuple[Tensor | None, ImageStatus]:
+    """The post's image tensor and its status: used, none (no image given) or failed (logged)."""
+    from clmlf.image_fetch import ImageFetchError
+    from clmlf.images import ImageDecodeError
+
+    if not post.has_image_source:
+        return None, "none"
+    try:
+        data = fetcher.post_image_bytes(post)
+        if data is None:
+            return None, "none"
+        return predictor.preprocessor.image_from_bytes(data), "used"
+    except (ImageFetchError, ImageDecodeError) as exc:
+        log.warning("post %s: image failed (%s), classified on its text", post.id, exc.reason)
+    except (ValueError, OSError) as exc:  # anything else the image path raises must not stop the run
+        log.warning("post %s: image failed (%s), classified on its text", post.id, type(exc).__name__)
+    return None, "failed"
+
+
+def _error_line(raw: bytes, number: int, reason: str, detail: str) -> str:
+    return json.dumps(
+        {"id": _best_effort_id(raw), "line": number, "error": {"reason": reason, "detail": detail}},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def _best_effort_id(raw: bytes) -> Any:
+    """The ``id`` of a rejected line when it has a usable one, else None."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    post_id = obj.get("id") if isinstance(obj, dict) else None
+    return post_id if isinstance(post_id, str) and 0 < len(post_id) <= 256 else None
+
+
+def _count_lines(path: str) -> int:
+    with open(path, "rb") as handle:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
