@@ -1,0 +1,138 @@
+"""``clmlf train``: train CLMLF with a published preset (every value can be overridden)."""
+
+from __future__ import annotations
+
+import argparse
+
+from clmlf.settings import build_config, env_default, setup_logging
+
+PRESET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
+
+EPILOG = """\
+examples:
+  # the published MVSA-Single recipe (3 fusion / 2 image layers, batch 32, 20 + 30 epochs)
+  clmlf train --preset mvsa-single --data-root data --out runs/mvsa-single
+
+  # a CPU-sized run: frozen text encoder (cached token states), width 256, 6 epochs
+  clmlf train --preset mvsa-single --data-root data --out runs/small \\
+      --fusion-dim 256 --epochs 6 --stage1-epochs 6 --lr 1e-4 --max-text-len 96
+
+  # ablation: MLF only (no contrastive losses), then the paper's LBCL form
+  clmlf train --preset mvsa-single --data-root data --out runs/mlf --no-lbcl --no-dbcl
+  clmlf train --preset mvsa-single --data-root data --out runs/paper --lbcl-form paper
+
+  # continue a run that crashed or was stopped with --max-steps
+  clmlf train --preset mvsa-single --data-root data --out runs/mvsa-single --resume
+
+  # 4 GPUs, bf16, compiled
+  torchrun --nproc-per-node 4 -m clmlf.cli train --preset hfm --data-root data --out runs/hfm --amp --compile
+
+Writes OUT/best and OUT/last (checkpoints for clmlf evaluate / predict --checkpoint),
+OUT/metrics.jsonl (one JSON line per epoch), OUT/train_config.json and OUT/resume/.
+--data-root is the folder holding MVSA-single/, MVSA-multiple/, HFM/ (CLMLF release
+layout) or twitter2015/ + twitter2015_images/ (TomBERT layout). Environment:
+CLMLF_DATA_ROOT, CLMLF_DEVICE, CLMLF_TRAIN_WORKERS.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a benchmark dataset",
+        description="Train CLMLF (MLF + label- and data-based contrastive learning) with a published preset.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--preset", required=True, choices=PRESET_NAMES, help="dataset and published recipe")
+    p.add_argument("--data-root", default=env_default("CLMLF_DATA_ROOT"), help="dataset folder (env CLMLF_DATA_ROOT)")
+    p.add_argument("--out", required=True, help="run directory")
+    enc = p.add_argument_group("model")
+    enc.add_argument("--text-encoder", default="minilm", help="minilm (embedded), tiny-random-bert, HF name or dir")
+    enc.add_argument("--image-encoder", default="efficientnet_lite0", help="efficientnet_lite0, resnet50, tiny-cnn")
+    enc.add_argument("--image-weights", help="weights file for resnet50 (.safetensors or .pth)")
+    enc.add_argument("--fusion-dim", type=int, help="fusion width d (preset: 768)")
+    enc.add_argument("--fusion-layers", type=int, help="fusion transformer layers (preset per dataset)")
+    enc.add_argument("--image-layers", type=int, help="image transformer layers (preset per dataset)")
+    enc.add_argument("--max-text-len", type=int, help="word pieces kept per text (preset: 200)")
+    enc.add_argument("--image-size", type=int, default=224, help="input image side (default 224)")
+    rec = p.add_argument_group("recipe (defaults from the preset)")
+    rec.add_argument("--epochs", type=int, help="total epochs (preset: 50)")
+    rec.add_argument("--stage1-epochs", type=int, help="epochs with the text encoder frozen (preset: 20)")
+    rec.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (resumable)")
+    rec.add_argument("--batch-size", type=int, help="samples per step per process (preset: 32/64/128)")
+    rec.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    rec.add_argument("--lr", type=float, help="learning rate of fusion, heads, classifier (preset: 2e-5)")
+    rec.add_argument("--text-lr", type=float, help="text encoder learning rate in stage 2 (preset: 2e-5)")
+    rec.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
+    rec.add_argument("--temperature", type=float, help="contrastive temperature (preset: 0.07)")
+    rec.add_argument("--lbcl-weight", type=float, help="weight of the label-based loss (preset: 1.0)")
+    rec.add_argument("--dbcl-weight", type=float, help="weight of the data-based loss (preset: 1.0)")
+    rec.add_argument("--no-lbcl", action="store_true", help="drop the label-based contrastive loss")
+    rec.add_argument("--no-dbcl", action="store_true", help="drop the data-based contrastive loss")
+    rec.add_argument("--lbcl-form", choices=("reference", "paper"), default="reference",
+                     help="reference = published code (default), paper = Algorithm 1")
+    rec.add_argument("--selection-metric", choices=("accuracy", "f1_weighted", "f1_macro"),
+                     help="dev metric that picks OUT/best (preset: weighted F1, macro F1 for HFM/Twitter)")
+    rec.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation")
+    rec.add_argument("--resume", action="store_true", help="continue from OUT/resume")
+    rec.add_argument("--distractor-rate", type=float, default=0.0,
+                     help="share of image-less training posts given a random label-free photo (default 0)")
+    rec.add_argument("--no-images", action="store_true", help="ignore dataset images (text-only run)")
+    rec.add_argument("--limit-train", type=int, help="use only the first N training samples")
+    rt = p.add_argument_group("runtime")
+    rt.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
+    rt.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA)")
+    rt.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    rt.add_argument("--workers", type=int, default=int(env_default("CLMLF_TRAIN_WORKERS", 0)),
+                    help="data loader processes (default 0)")
+    rt.add_argument("--threads", type=int, help="torch CPU threads")
+    rt.add_argument("--no-text-cache", action="store_true", help="do not memoise the frozen text encoder's states")
+    rt.add_argument("--eval-batch-size", type=int, default=64)
+    rt.add_argument("--save-every", type=int, default=0, help="also write OUT/resume every N steps")
+    rt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rt.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from clmlf.train import TrainConfig
+
+    setup_logging(args.log_level)
+    if not args.data_root:
+        parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
+    values = {
+        "preset": args.preset, "data_root": args.data_root, "out": args.out,
+        "text_encoder": args.text_encoder, "image_encoder": args.image_encoder, "image_weights": args.image_weights,
+        "fusion_dim": args.fusion_dim, "fusion_layers": args.fusion_layers, "image_layers": args.image_layers,
+        "max_text_len": args.max_text_len, "image_size": args.image_size, "epochs": args.epochs,
+        "stage1_epochs": args.stage1_epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum, "lr": args.lr, "text_lr": args.text_lr, "weight_decay": args.weight_decay,
+        "temperature": args.temperature, "lbcl_weight": args.lbcl_weight, "dbcl_weight": args.dbcl_weight,
+        "lbcl": not args.no_lbcl, "dbcl": not args.no_dbcl, "lbcl_form": args.lbcl_form,
+        "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
+        "distractor_rate": args.distractor_rate, "use_images": not args.no_images, "limit_train": args.limit_train,
+        "device": args.device, "amp": args.amp, "compile": args.compile, "workers": args.workers,
+        "threads": args.threads, "cache_text": not args.no_text_cache, "eval_batch_size": args.eval_batch_size,
+        "save_every": args.save_every, "progress": not args.no_progress,
+    }
+    config = build_config(parser, TrainConfig, values)
+    return run_training(config, parser)
+
+
+def run_training(config, parser: argparse.ArgumentParser) -> int:
+    """Run and turn expected failures (bad data, bad encoder, no resume state) into one-line exit 2."""
+    import logging
+
+    from clmlf.data import DataFormatError
+    from clmlf.encoders import EncoderError
+    from clmlf.train import train
+
+    try:
+        result = train(config)
+    except (DataFormatError, EncoderError, FileNotFoundError, ValueError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
+    logging.getLogger("clmlf.train").info(
+        "done: best dev %s %.4f at epoch %d -> %s", config.selection_metric, result.best_score, result.best_epoch,
+        result.out / "best",
+    )
+    return 0

@@ -1,0 +1,588 @@
+"""The CLMLF training recipe: two stages, L = CE + w_l * LBCL + w_d * DBCL, model selection on dev.
+
+    config = TrainConfig(preset="mvsa-single", data_root="data", out="runs/mvsa")
+    result = train(config)          # writes runs/mvsa/{best,last,resume,metrics.jsonl,train_config.json}
+
+* Stage 1 (``stage1_epochs``): the text encoder is frozen (the release's learning
+  rate 0): eval mode, no gradients, and its token states are memoised
+  (:mod:`clmlf.text_cache`) so only the first epoch pays for it. Stage 2 unfreezes
+  it at ``text_lr``. The image encoder is always frozen and in eval mode.
+* Each epoch: dev accuracy / weighted F1 / macro F1, one JSON line in
+  ``metrics.jsonl``, ``last/`` saved, ``best/`` when the selection metric improved.
+* ``resume/`` (rewritten atomically after every epoch, every ``save_every``
+  optimizer steps and when ``max_steps`` stops the run) holds the trainable
+  tensors and the optimizer state (safetensors) plus epoch, data position, loss
+  sums and RNG states (JSON / safetensors, no pickle). ``resume=True`` continues
+  from it and reproduces the uninterrupted run exactly on CPU.
+* Data parallel under ``torchrun`` (DDP; each rank takes every world-th sample of
+  the epoch's permutation, dev predictions and loss sums are all-reduced).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import Tensor, nn
+
+from clmlf.presets import get_preset
+
+log = logging.getLogger(__name__)
+
+RESUME_DIR = "resume"
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "train_config.json"
+SelectionMetric = Literal["accuracy", "f1_weighted", "f1_macro"]
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs; preset values fill whatever is left as None."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str
+    data_root: Path
+    out: Path
+    text_encoder: str = "minilm"
+    image_encoder: str = "efficientnet_lite0"
+    image_weights: str | None = None
+    epochs: int | None = Field(None, ge=1)
+    stage1_epochs: int | None = Field(None, ge=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lbcl: bool = True
+    dbcl: bool = True
+    lbcl_form: Literal["reference", "paper"] = "reference"
+    seed: int = Field(0, ge=0)
+    resume: bool = False
+    fusion_dim: int | None = Field(None, ge=2)
+    fusion_layers: int | None = Field(None, ge=1)
+    image_layers: int | None = Field(None, ge=0)
+    max_text_len: int | None = Field(None, ge=4)
+    image_size: int = Field(224, ge=8)
+    lr: float | None = Field(None, gt=0)
+    text_lr: float | None = Field(None, ge=0)
+    weight_decay: float | None = Field(None, ge=0)
+    temperature: float | None = Field(None, gt=0)
+    lbcl_weight: float | None = Field(None, ge=0)
+    dbcl_weight: float | None = Field(None, ge=0)
+    selection_metric: SelectionMetric | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+    compile: bool = False
+    workers: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
+    cache_text: bool = True
+    use_images: bool = True
+    distractor_rate: float = Field(0.0, ge=0, le=1)
+    distractor_pool: int = Field(256, ge=1)
+    limit_train: int | None = Field(None, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    save_every: int = Field(0, ge=0)
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _fill_from_preset(self) -> TrainConfig:
+        preset = get_preset(self.preset)
+        for name in ("batch_size", "stage1_epochs", "fusion_dim", "fusion_layers", "image_layers", "max_text_len",
+                     "lr", "text_lr", "weight_decay", "temperature", "lbcl_weight", "dbcl_weight",
+                     "selection_metric"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, getattr(preset, name))
+        if self.epochs is None:
+            object.__setattr__(self, "epochs", preset.epochs)
+        if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
+            raise ValueError(f"fusion width {self.fusion_dim} must be even and divisible by its d/64 heads")
+        return self
+
+    @property
+    def dataset(self) -> str:
+        return get_preset(self.preset).dataset
+
+    @property
+    def aspect(self) -> bool:
+        return get_preset(self.preset).aspect
+
+    @property
+    def text_frozen_throughout(self) -> bool:
+        return self.stage1_epochs >= self.epochs
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+class TrainingObjective(nn.Module):
+    """CLMLF + its training loss in one ``forward`` (so DDP sees every parameter use)."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig):
+        super().__init__()
+        self.model = model
+        self.cfg = config
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        from clmlf.losses import dbcl_loss, lbcl_loss
+
+        cfg = self.cfg
+        labels = batch["labels"]
+        out = self.model(**batch["original"])
+        ce = F.cross_entropy(out.logits.float(), labels)
+        parts = {"ce": ce}
+        loss = ce
+        if cfg.lbcl or cfg.dbcl:
+            z = self.model.proj_original(out.fused)
+            if cfg.lbcl:
+                parts["lbcl"] = lbcl_loss(z, labels, cfg.temperature, cfg.lbcl_form)
+                loss = loss + cfg.lbcl_weight * parts["lbcl"]
+            if cfg.dbcl:
+                aug = self.model(**batch["augmented"])
+                parts["dbcl"] = dbcl_loss(z, self.model.proj_augmented(aug.fused), cfg.temperature)
+                loss = loss + cfg.dbcl_weight * parts["dbcl"]
+        parts["loss"] = loss
+        parts["correct"] = (out.logits.argmax(dim=-1) == labels).sum()
+        return parts
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _init_distributed(device: torch.device) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return torch.device("cuda", local)
+
+
+def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
+    from clmlf.config import ModelConfig
+
+    return ModelConfig(
+        text_encoder=cfg.text_encoder,
+        image_encoder=cfg.image_encoder,
+        image_weights=cfg.image_weights,
+        freeze_image_encoder=True,
+        freeze_text_encoder=cfg.text_frozen_throughout,
+        fusion_dim=cfg.fusion_dim,
+        fusion_layers=cfg.fusion_layers,
+        image_layers=cfg.image_layers,
+        max_text_len=cfg.max_text_len,
+        labels=label_names,
+        aspect=cfg.aspect,
+        image_size=cfg.image_size,
+        resize=max(cfg.image_size, round(cfg.image_size * 8 / 7)),
+    )
+
+
+def _freeze_text(model: nn.Module) -> None:
+    model.text_encoder.freeze()
+
+
+def _unfreeze_text(model: nn.Module) -> None:
+    encoder = model.text_encoder
+    encoder.frozen = False
+    for param in encoder.parameters():
+        param.requires_grad_(True)
+
+
+def _stored_state(model: nn.Module) -> dict[str, Tensor]:
+    """Model tensors a resume needs: all but frozen encoders whose weights come from a package."""
+    skip = {
+        group
+        for group in ("text_encoder", "image_encoder")
+        if getattr(getattr(model, group), "frozen", False) and getattr(getattr(model, group), "builtin_weights", False)
+    }
+    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items() if k.split(".", 1)[0] not in skip}
+
+
+# ----------------------------------------------------------------------------- resume state
+
+
+def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    entries: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            entries.setdefault(int(index), {})[key] = value
+    for index, values in meta["scalars"].items():
+        entries.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": entries, "param_groups": meta["param_groups"]})
+
+
+def _rng_tensors() -> dict[str, Tensor]:
+    out = {"rng.torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"rng.cuda.{i}"] = state
+    return out
+
+
+def _restore_rng(tensors: dict[str, Tensor]) -> None:
+    torch.set_rng_state(tensors["rng.torch_cpu"])
+    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
+def save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Atomically replace ``out/resume`` with the current training state."""
+    from safetensors.torch import save_file
+
+    tmp = out / f"{RESUME_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    opt_tensors, opt_meta = _optimizer_to_tensors(optimizer)
+    tensors = {f"model.{k}": v for k, v in _stored_state(model).items()}
+    tensors.update(opt_tensors)
+    tensors.update(_rng_tensors())
+    save_file(tensors, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}, indent=1))
+    final = out / RESUME_DIR
+    old = out / f"{RESUME_DIR}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_resume(out: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    from safetensors.torch import load_file
+
+    folder = out / RESUME_DIR
+    if not (folder / "state.json").is_file():
+        raise FileNotFoundError(f"{folder}: no resume state (run without --resume first)")
+    return json.loads((folder / "state.json").read_text()), load_file(str(folder / "state.safetensors"))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def predict_dataset(
+    model: nn.Module,
+    dataset,
+    collator,
+    batch_size: int,
+    device: torch.device,
+    *,
+    amp: bool = False,
+    dist_info: _Dist | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(logits [N, C], fused R [N, d], labels [N]) in dataset order; sharded over ranks under DDP."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    dist_info = dist_info or _Dist()
+    was_training = model.training
+    model.eval()
+    order = list(range(len(dataset)))[dist_info.rank :: dist_info.world]
+    loader = DataLoader(torch.utils.data.Subset(dataset, order), batch_size=batch_size, collate_fn=collator,
+                        generator=torch.Generator())
+    logits, fused, labels, indices = [], [], [], []
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+        inputs = {k: v.to(device) for k, v in batch["original"].items()}
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            out = model(**inputs)
+        logits.append(out.logits.float().cpu())
+        fused.append(out.fused.float().cpu())
+        labels.append(batch["labels"])
+        indices.append(batch["indices"])
+    model.train(was_training)
+    result = [torch.cat(x) if x else torch.zeros(0) for x in (logits, fused, labels, indices)]
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        gathered: list[Any] = [None] * dist_info.world
+        dist.all_gather_object(gathered, result)
+        result = [torch.cat([g[i] for g in gathered]) for i in range(4)]
+    order_back = torch.argsort(result[3])
+    return result[0][order_back], result[1][order_back], result[2][order_back].long()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _write_metrics_line(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epochs_done]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) one training run as configured; returns the best dev score and the history."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from clmlf.augment import train_image_augment
+    from clmlf.batches import BatchCollator, EpochOrder, PostDataset
+    from clmlf.checkpoint import save_checkpoint
+    from clmlf.data import load_split
+    from clmlf.distractors import distractor_images
+    from clmlf.evaluation import classification_metrics
+    from clmlf.model import CLMLF
+    from clmlf.preprocess import Preprocessor
+    from clmlf.text_cache import TextStateCache
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _resolve_device(cfg.device)
+    if cfg.amp and device.type != "cuda":
+        raise ValueError("--amp (bfloat16 autocast) needs a CUDA device")
+    dist_info = _init_distributed(device)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    train_split = load_split(cfg.data_root, cfg.dataset, "train", probe_images=cfg.use_images)
+    dev_split = load_split(cfg.data_root, cfg.dataset, "dev", probe_images=cfg.use_images)
+    if dist_info.main:
+        for split in (train_split, dev_split):
+            log.info(split.stats.summary(f"{cfg.dataset}/{split.split}"))
+    train_samples = train_split.samples[: cfg.limit_train] if cfg.limit_train else train_split.samples
+    if not train_samples or not dev_split.samples:
+        raise ValueError(f"{cfg.dataset}: train and dev splits must not be empty")
+
+    torch.manual_seed(cfg.seed)
+    model_config = build_model_config(cfg, train_split.label_names)
+    model = CLMLF(model_config).to(device)
+    tokenizer = model.text_encoder.tokenizer
+    pre = Preprocessor(model_config, tokenizer)
+
+    text_params = list(model.text_encoder.parameters())
+    text_ids = {id(p) for p in text_params}
+    fusion_params = [p for n, p in model.named_parameters() if id(p) not in text_ids and not n.startswith("image_encoder.")]
+    groups = [{"params": fusion_params, "lr": cfg.lr, "name": "fusion"}]
+    if not cfg.text_frozen_throughout:
+        groups.append({"params": text_params, "lr": 0.0, "name": "text_encoder"})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+
+    state: dict[str, Any] = {"epoch": 0, "position": 0, "global_step": 0, "best_score": -math.inf, "best_epoch": 0,
+                             "sums": {}, "samples_seen": 0}
+    if cfg.resume:
+        state, tensors = load_resume(out)
+        state.pop("optimizer_meta", None)
+        if state["epoch"] >= cfg.stage1_epochs and not cfg.text_frozen_throughout:
+            _unfreeze_text(model)
+        model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        missing = set(_stored_state(model)) - model_tensors.keys()
+        if missing:
+            raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration (missing {sorted(missing)[:2]})")
+        model.load_state_dict(model_tensors, strict=False)
+        _optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
+        _restore_rng(tensors)
+        _truncate_metrics(out / METRICS_FILE, state["epoch"])
+        if dist_info.main:
+            log.info("resuming %s at epoch %d, sample %d (step %d)", out, state["epoch"] + 1, state["position"],
+                     state["global_step"])
+    elif dist_info.main:
+        (out / METRICS_FILE).unlink(missing_ok=True)
+        (out / CONFIG_FILE).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
+
+    distractors = []
+    if cfg.distractor_rate > 0:
+        distractors = list(distractor_images(cfg.distractor_pool, pool="train", seed=cfg.seed, size=model_config.resize))
+    train_set = PostDataset(
+        train_samples, pre, augment=train_image_augment(), with_augmented_view=cfg.dbcl,
+        distractors=distractors, distractor_rate=cfg.distractor_rate, seed=cfg.seed, use_images=cfg.use_images,
+    )
+    dev_set = PostDataset(dev_split.samples, pre, use_images=cfg.use_images)
+    collate_train = BatchCollator(pre, with_augmented_view=cfg.dbcl)
+    collate_eval = BatchCollator(pre)
+    order = EpochOrder(len(train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank, world=dist_info.world)
+
+    objective: nn.Module = TrainingObjective(model, cfg)
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        objective = DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    step_fn = torch.compile(objective) if cfg.compile else objective
+
+    cache = TextStateCache() if cfg.cache_text else None
+    history: list[dict[str, Any]] = []
+    stop = False
+    for epoch in range(state["epoch"], cfg.epochs):
+        text_trainable = epoch >= cfg.stage1_epochs and not cfg.text_frozen_throughout
+        if text_trainable:
+            if cache is not None:
+                cache.uninstall()
+                cache = None
+            _unfreeze_text(model)
+            optimizer.param_groups[1]["lr"] = cfg.text_lr
+        else:
+            _freeze_text(model)
+            if cache is not None and cache._encoder is None:
+                cache.install(model.text_encoder)
+        train_set.set_epoch(epoch)
+        order.set_epoch(epoch, start=state["position"])
+        # Own generator: creating the iterator must not draw from the global RNG (exact resume).
+        loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=order, collate_fn=collate_train,
+                            num_workers=cfg.workers, drop_last=False,
+                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
+        sums: dict[str, float] = dict(state.get("sums") or {})
+        objective.train()
+        micro = 0
+        started = time.perf_counter()
+        seen_this_run = 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not (cfg.progress and dist_info.main), dynamic_ncols=True)
+        for batch_index, batch in enumerate(bar):
+            batch = _to_device(batch, device)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+                parts = step_fn(batch)
+            (parts["loss"] / cfg.grad_accum).backward()
+            micro += 1
+            size = int(batch["labels"].shape[0])
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) * (size if key != "correct" else 1)
+            sums["n"] = sums.get("n", 0.0) + size
+            sums["distractors"] = sums.get("distractors", 0.0) + batch["distractors"]
+            state["position"] += size
+            seen_this_run += size
+            if micro % cfg.grad_accum == 0 or batch_index == len(loader) - 1:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state["global_step"] += 1
+                rate = seen_this_run / max(1e-9, time.perf_counter() - started)
+                bar.set_postfix(loss=f"{sums['loss'] / sums['n']:.3f}", samples_s=f"{rate:.1f}")
+                state["sums"] = sums
+                if cfg.max_steps and state["global_step"] >= cfg.max_steps:
+                    stop = True
+                    break
+                if cfg.save_every and state["global_step"] % cfg.save_every == 0 and dist_info.main:
+                    save_resume(out, model, optimizer, state)
+        bar.close()
+        if stop and state["position"] < len(order.indices()):
+            if dist_info.main:
+                save_resume(out, model, optimizer, state)
+                log.info("stopped at --max-steps %d (epoch %d, sample %d); continue with --resume",
+                         cfg.max_steps, epoch + 1, state["position"])
+            break
+        elapsed = time.perf_counter() - started
+        totals = _all_reduce_sums(sums, dist_info)
+        logits, _, gold = predict_dataset(model, dev_set, collate_eval, cfg.eval_batch_size, device, amp=cfg.amp,
+                                          dist_info=dist_info, progress=cfg.progress and dist_info.main, desc="dev")
+        dev = classification_metrics(gold.tolist(), logits.argmax(-1).tolist(), train_split.label_names)
+        n = max(1.0, totals["n"])
+        record = {
+            "epoch": epoch + 1,
+            "step": state["global_step"],
+            "stage": 2 if text_trainable else 1,
+            "train_loss": totals["loss"] / n,
+            "train_ce": totals["ce"] / n,
+            **({"train_lbcl": totals["lbcl"] / n} if "lbcl" in totals else {}),
+            **({"train_dbcl": totals["dbcl"] / n} if "dbcl" in totals else {}),
+            "train_accuracy": totals["correct"] / n,
+            "train_distractor_share": totals["distractors"] / n,
+            "dev_accuracy": dev["accuracy"],
+            "dev_f1_weighted": dev["f1_weighted"],
+            "dev_f1_macro": dev["f1_macro"],
+            "samples_per_s": seen_this_run * dist_info.world / max(1e-9, elapsed),
+            "epoch_seconds": elapsed,
+        }
+        score = dev[cfg.selection_metric]
+        improved = score > state["best_score"]
+        record["best"] = improved
+        history.append(record)
+        state.update(epoch=epoch + 1, position=0, sums={})
+        if dist_info.main:
+            _write_metrics_line(out / METRICS_FILE, record)
+            extra = {"train_config": cfg.model_dump(mode="json"), "epoch": epoch + 1, "dev": dev}
+            save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last")
+            if improved:
+                save_checkpoint(model, tokenizer, out / "best", extra=extra, name=out.name)
+            log.info("epoch %d/%d: loss %.4f, dev acc %.4f, weighted F1 %.4f, macro F1 %.4f%s", epoch + 1, cfg.epochs,
+                     record["train_loss"], dev["accuracy"], dev["f1_weighted"], dev["f1_macro"],
+                     " (best)" if improved else "")
+        if improved:
+            state.update(best_score=score, best_epoch=epoch + 1)
+        if dist_info.main:
+            save_resume(out, model, optimizer, state)
+        if stop:
+            break
+    if cache is not None:
+        cache.uninstall()
+    return TrainResult(out=out, best_epoch=state["best_epoch"], best_score=state["best_score"], history=history)
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    if device.type == "cpu":
+        return batch
+    moved = dict(batch)
+    for view in ("original", "augmented"):
+        if batch[view] is not None:
+            moved[view] = {k: v.to(device, non_blocking=True) for k, v in batch[view].items()}
+    moved["labels"] = batch["labels"].to(device)
+    return moved
+
+
+def _all_reduce_sums(sums: dict[str, float], dist_info: _Dist) -> dict[str, float]:
+    if dist_info.world <= 1:
+        return dict(sums)
+    import torch.distributed as dist
+
+    keys = sorted(sums)
+    values = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    return dict(zip(keys, values.tolist(), strict=True))
