@@ -1,0 +1,84 @@
+"""``clmlf-monitor serve``: the monitor's HTTP API (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from clmlf.settings import build_config, env_default, setup_logging
+from monitor.config import RedisSettings, add_redis_arguments
+
+log = logging.getLogger("monitor.serve")
+
+EXAMPLES = """examples:
+  clmlf-monitor serve --redis redis://localhost:6379/0 --port 8080
+  CLMLF_API_TOKEN=s3cret clmlf-monitor serve --host 0.0.0.0 --port 8080
+  curl -H 'Authorization: Bearer s3cret' 'localhost:8080/v1/topics/acme/sentiment?window=15m'
+
+Routes: /v1/topics, /v1/topics/{topic}/sentiment?window=15m,
+/v1/topics/{topic}/timeseries?window=6h&step=5m, /v1/alerts, /healthz, /readyz,
+/docs and /openapi.json (the OpenAPI spec)."""
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    redis: RedisSettings
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(8080, ge=0, le=65535)
+    api_token: SecretStr | None = None
+    log_level: str = "INFO"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve the HTTP API (topics, sentiment, time series, alerts)",
+        description="Serve the monitor's read API over Redis with FastAPI/uvicorn until SIGTERM/SIGINT.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_redis_arguments(parser)
+    parser.add_argument("--host", default=env_default("CLMLF_API_HOST", "127.0.0.1"),
+                        help="bind address (env CLMLF_API_HOST, default %(default)s)")
+    parser.add_argument("--port", type=int, default=env_default("CLMLF_API_PORT", 8080),
+                        help="port (env CLMLF_API_PORT, default 8080)")
+    parser.add_argument("--api-token", default=env_default("CLMLF_API_TOKEN"), metavar="T",
+                        help="require 'Authorization: Bearer T' on /v1 (env CLMLF_API_TOKEN; never logged)")
+    parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"), help="env LOG_LEVEL")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    config = build_config(
+        parser,
+        ServeConfig,
+        {
+            "redis": RedisSettings.from_args(args),
+            "host": args.host,
+            "port": args.port,
+            "api_token": args.api_token or None,
+            "log_level": args.log_level,
+        },
+    )
+    setup_logging(config.log_level)
+    import uvicorn
+
+    from monitor.api import create_app
+    from monitor.config import RedisUnavailable, open_store
+
+    try:
+        store = open_store(config.redis)
+    except RedisUnavailable as exc:
+        print(f"clmlf-monitor serve: error: {exc}", file=sys.stderr)
+        return 1
+    token = config.api_token.get_secret_value() if config.api_token else None
+    app = create_app(store, token=token)
+    log.info("API on http://%s:%d (Redis %s, auth %s)", config.host, config.port,
+             config.redis.display_url, "on" if token else "off")
+    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level.lower(),
+                access_log=False)
+    return 0
