@@ -58,7 +58,8 @@ class KafkaSecurity(BaseModel):
         }
 
 
-def _bootstrap_ok(value: str) -> str:
+def check_bootstrap(value: str) -> str:
+    """Normalised ``HOST:PORT[,HOST:PORT..]`` or ValueError."""
     servers = [s.strip() for s in value.split(",") if s.strip()]
     if not servers:
         raise ValueError("give at least one HOST:PORT")
@@ -69,7 +70,8 @@ def _bootstrap_ok(value: str) -> str:
     return ",".join(servers)
 
 
-def _topic_ok(value: str) -> str:
+def check_topic(value: str) -> str:
+    """A legal Kafka topic name or ValueError."""
     if not value or len(value) > 249 or not all(c.isalnum() or c in "._-" for c in value):
         raise ValueError(f"{value!r} is not a valid Kafka topic name (letters, digits, '.', '_', '-')")
     return value
@@ -106,17 +108,17 @@ class RunConfig(BaseModel):
     @field_validator("bootstrap")
     @classmethod
     def _check_bootstrap(cls, value: str) -> str:
-        return _bootstrap_ok(value)
+        return check_bootstrap(value)
 
     @field_validator("topic")
     @classmethod
     def _check_topic(cls, value: str) -> str:
-        return _topic_ok(value)
+        return check_topic(value)
 
     @field_validator("output_topic")
     @classmethod
     def _check_output_topic(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else _topic_ok(value)
+        return None if value in (None, "") else check_topic(value)
 
     @field_validator("redis_url")
     @classmethod

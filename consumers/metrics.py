@@ -70,7 +70,7 @@ class PipelineMetrics:
         self.out_of_window = Counter("clmlf_out_of_window_events",
                                      "Posts stored but outside the aggregation window", ["kind"], registry=r)
         self.last_progress = Gauge("clmlf_last_progress_timestamp_seconds",
-                                   "Unix time the consumer loop last completed an iteration", registry=r)
+                                   "Unix time a post was last stored or dead-lettered", registry=r)
         self.assigned_partitions = Gauge("clmlf_assigned_partitions", "Partitions assigned to this member",
                                          registry=r)
         self.model_info = Gauge("clmlf_model_info", "Model served by this process (value 1)",

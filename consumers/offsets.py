@@ -15,8 +15,8 @@ consumer-loop thread only (no locks); other threads only read ``lease.revoked``.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Hashable
 
 
 @dataclass(eq=False)

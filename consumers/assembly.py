@@ -1,0 +1,166 @@
+"""Builds a ready-to-run :class:`~consumers.pipeline.Pipeline` from one :class:`RunConfig`.
+
+Kept apart from the command so the demo and the benchmark assemble the exact
+same pipeline in-process.  Heavy imports (torch, the model) happen here, not at
+import time of the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from consumers.config import RunConfig
+from consumers.dlq import DeadLetterWriter
+from consumers.health import HealthServer
+from consumers.image_stage import ImageStage
+from consumers.metrics import PipelineMetrics
+from consumers.pipeline import LoopSettings, Pipeline
+from consumers.sinks import SinkWriter
+from consumers.work import WorkItem
+from consumers.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Assembled:
+    """A pipeline plus the resources its owner must close."""
+
+    pipeline: Pipeline
+    metrics: PipelineMetrics
+    health: HealthServer | None
+    closers: list[Any]
+
+    def close(self) -> None:
+        if self.health is not None:
+            self.health.close()
+        for resource in self.closers:
+            try:
+                resource.close()
+            except Exception as exc:  # best effort on the way out
+                log.debug("close %r: %s", resource, exc)
+
+
+def load_predictor(config: RunConfig) -> Any:
+    """The model, owned later by the worker thread (embedded default when no checkpoint)."""
+    from clmlf.inference import Predictor
+
+    return Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.max_batch)
+
+
+def predict_fn(predictor: Any):
+    """Adapter: work items -> the predictor's inference items (one forward per micro-batch)."""
+    from clmlf.inference import InferenceItem
+
+    def predict(items: Sequence[WorkItem]) -> list[Any]:
+        return predictor.predict(
+            [InferenceItem(text=it.post.text, aspect=it.post.aspect, image=it.image) for it in items],
+            batch_size=len(items),
+        )
+
+    return predict
+
+
+def kafka_producer(config: RunConfig) -> Any:
+    from kafka import KafkaProducer
+
+    return KafkaProducer(bootstrap_servers=config.bootstrap.split(","), acks="all", linger_ms=5,
+                         max_block_ms=5000, request_timeout_ms=10_000, retries=5,
+                         **config.security.client_kwargs())
+
+
+def kafka_consumer(config: RunConfig) -> Any:
+    from kafka import KafkaConsumer
+
+    session = config.session_timeout_ms
+    return KafkaConsumer(
+        bootstrap_servers=config.bootstrap.split(","),
+        group_id=config.group,
+        client_id=f"clmlf-monitor-{config.group}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=session,
+        heartbeat_interval_ms=max(300, session // 4),
+        max_poll_interval_ms=max(300_000, session),
+        max_poll_records=max(100, config.max_batch * 4),
+        request_timeout_ms=max(30_000, session + 5000),
+        reconnect_backoff_max_ms=2000,
+        **config.security.client_kwargs(),
+    )
+
+
+def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineMetrics | None = None,
+             serve_http: bool = True) -> Assembled:
+    """Everything a ``run`` member needs, wired, not started."""
+    import redis
+    from kafka.errors import KafkaError
+
+    from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from monitor.store import SentimentStore
+
+    metrics = metrics or PipelineMetrics(max_topics=config.max_topic_labels)
+    predictor = predictor or load_predictor(config)
+    device = str(getattr(predictor, "device", config.device))
+    metrics.model_info.labels(model=predictor.model_name, device=device).set(1)
+
+    redis_client = redis.Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5,
+                                        socket_connect_timeout=3, health_check_interval=10)
+    store = SentimentStore(redis_client, prefix=config.redis_prefix)
+    fetcher = ImageFetcher(FetchConfig(allow_private=config.allow_private_images,
+                                       total_timeout=config.image_timeout,
+                                       read_timeout=min(5.0, config.image_timeout),
+                                       connect_timeout=min(3.0, config.image_timeout),
+                                       max_connections=max(config.image_workers, 1)))
+    producer = kafka_producer(config)
+    consumer = kafka_consumer(config)
+
+    bound = config.max_in_flight * 2 + config.max_batch
+    ready: queue.Queue[WorkItem] = queue.Queue(maxsize=bound)
+    sink_queue: queue.Queue = queue.Queue(maxsize=max(4, bound // max(1, config.max_batch)))
+    completions: queue.Queue = queue.Queue()  # holds at most one message per in-flight post
+
+    images = ImageStage(ready, fetcher.post_image_bytes, predictor.preprocessor.image_from_bytes,
+                        config.image_workers, lambda outcome: metrics.image_fetch.labels(outcome=outcome).inc())
+
+    def observe(size: int, seconds: float) -> None:
+        metrics.batch_size.observe(size)
+        metrics.inference_seconds.observe(seconds)
+
+    worker = ModelWorker(ready, sink_queue, completions.put, predict_fn(predictor), config.max_batch,
+                         config.max_wait_ms / 1000.0, observe)
+    sink = SinkWriter(sink_queue, completions.put, store, predictor.model_name, metrics,
+                      redis_errors=(redis.RedisError, OSError),
+                      output=producer if config.output_topic else None, output_topic=config.output_topic,
+                      kafka_errors=(KafkaError, OSError))
+    dlq = DeadLetterWriter(producer, on_error=lambda: metrics.sink_errors.labels(sink="dlq").inc())
+    settings = LoopSettings(topic=config.topic, dlq_topic=config.dlq_topic, max_in_flight=config.max_in_flight,
+                            exit_when_idle=config.exit_when_idle, shutdown_grace=config.shutdown_grace)
+    pipeline = Pipeline(settings, consumer, dlq, images, ready, worker, sink_queue, sink, completions, metrics)
+
+    health = None
+    if serve_http and config.metrics_port:
+        def ready_probe() -> tuple[bool, str]:
+            assigned, reason = pipeline.has_assignment()
+            if not assigned:
+                return False, reason
+            try:
+                redis_client.ping()
+            except (redis.RedisError, OSError) as exc:
+                return False, f"redis: {type(exc).__name__}"
+            return True, reason
+
+        health = HealthServer(config.metrics_host, config.metrics_port, metrics.render, pipeline.healthy,
+                              ready_probe).start()
+    return Assembled(pipeline, metrics, health, [_Closer(producer.close, 5), fetcher, redis_client])
+
+
+class _Closer:
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._fn, self._args = fn, args
+
+    def close(self) -> None:
+        self._fn(*self._args)

@@ -1,0 +1,105 @@
+"""``clmlf-monitor produce``: send a JSONL file of posts to a topic, one record per line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from clmlf.settings import env_default
+
+EXAMPLES = """\
+examples:
+  clmlf-monitor produce --bootstrap 127.0.0.1:9092 --topic posts --input posts.jsonl
+  generate-posts | clmlf-monitor produce --topic posts --input -     # KAFKA_BOOTSTRAP_SERVERS from env
+
+Each non-empty line is sent as-is (bytes unchanged, so malformed lines can be
+produced on purpose); the record key is the line's "id" when the line is a JSON
+object with a string id, else no key.  Prints how many records were sent.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "produce", help="send posts from a JSONL file (or stdin) to a Kafka topic",
+        description="Send each line of a JSONL file to a Kafka topic (key = post id).",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", default=env_default("KAFKA_BOOTSTRAP_SERVERS"), metavar="HOST:PORT",
+                        help="Kafka bootstrap servers [KAFKA_BOOTSTRAP_SERVERS]")
+    parser.add_argument("--topic", default=env_default("KAFKA_TOPIC"), help="topic to send to [KAFKA_TOPIC]")
+    parser.add_argument("--input", required=True, metavar="FILE", help="JSONL file of posts, '-' = stdin")
+    parser.set_defaults(func=run)
+
+
+def record_key(line: bytes) -> bytes | None:
+    """The post id of a line as key bytes, or None for lines that are not objects with a string id."""
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    post_id = obj.get("id") if isinstance(obj, dict) else None
+    return post_id.encode("utf-8") if isinstance(post_id, str) and post_id else None
+
+
+def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
+    for line in stream:
+        line = line.rstrip(b"\r\n")
+        if line.strip():
+            yield line
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from consumers.config import KafkaSecurity, check_bootstrap, check_topic
+
+    for flag, value in (("--bootstrap", args.bootstrap), ("--topic", args.topic)):
+        if not value:
+            parser.error(f"{flag} is required (or set its environment variable)")
+        try:
+            (check_bootstrap if flag == "--bootstrap" else check_topic)(value)
+        except ValueError as exc:
+            parser.error(f"{flag}: {exc}")
+    bootstrap, topic = check_bootstrap(args.bootstrap), args.topic
+    try:
+        security = KafkaSecurity.model_validate(KafkaSecurity.from_env())
+    except ValueError as exc:
+        parser.error(f"kafka security: {' '.join(str(exc).split())[:200]}")
+    try:
+        stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    except OSError as exc:
+        parser.error(f"--input: cannot open {args.input}: {exc.strerror}")
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from clmlf.settings import setup_logging
+
+    setup_logging()
+    try:
+        producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=10,
+                                 max_request_size=20 * 1024 * 1024, **security.client_kwargs())
+    except KafkaError as exc:
+        print(f"clmlf-monitor produce: error: cannot reach {bootstrap}: {exc}", file=sys.stderr)
+        return 1
+    sent = 0
+    try:
+        with stream:
+            futures = []
+            for line in iter_lines(stream):
+                futures.append(producer.send(topic, key=record_key(line), value=line))
+                sent += 1
+                if len(futures) >= 1000:
+                    for future in futures:
+                        future.get(timeout=30)
+                    futures.clear()
+            producer.flush(timeout=30)
+            for future in futures:
+                future.get(timeout=30)
+    except KafkaError as exc:
+        print(f"clmlf-monitor produce: error: send failed after {sent} lines: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        producer.close(timeout=10)
+    print(f"sent {sent} records to {topic}", file=sys.stderr)
+    return 0

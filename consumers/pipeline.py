@@ -1,0 +1,328 @@
+"""The consumer loop: poll, validate, dead-letter, dispatch, commit.
+
+One thread (the caller of :meth:`Pipeline.run`) owns the Kafka consumer and the
+:class:`~consumers.offsets.OffsetTracker`.  Each iteration it
+
+1. collects finished offsets (sink writer, dead-letter writer) into the tracker;
+2. commits, per partition, the highest offset below which everything is done;
+3. pauses all partitions when ``max_in_flight`` posts are held and resumes them
+   at half of it (so every queue stays bounded and memory flat);
+4. polls records, dead-letters invalid ones and hands valid ones to the image
+   stage, which feeds the model worker, which feeds the sink writer.
+
+Rebalances: on revoke, finished work of the revoked partitions is committed and
+unfinished work dropped (its lease is revoked; the new owner gets it again).
+Stop (SIGTERM/SIGINT, idle timeout): stop taking records, let in-flight posts
+finish within the grace period, commit, close.  Delivery is at-least-once;
+counting is exactly-once because the Redis write is idempotent by post id.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from clmlf.posts import InvalidPost, parse_post
+from consumers.dlq import DeadLetterWriter
+from consumers.image_stage import ImageStage
+from consumers.metrics import PipelineMetrics
+from consumers.offsets import OffsetTracker
+from consumers.sinks import SinkWriter
+from consumers.work import DeadLetter, Done, WorkItem
+from consumers.worker import ModelWorker
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL = 0.5  # seconds between routine commits
+LAG_INTERVAL = 2.0  # seconds between consumer-lag gauge refreshes
+STARTUP_READY_WINDOW = 60.0  # /readyz tolerates no assignment for this long after start
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The consumer-loop knobs (a slice of :class:`consumers.config.RunConfig`)."""
+
+    topic: str
+    dlq_topic: str
+    max_in_flight: int
+    exit_when_idle: float | None
+    shutdown_grace: float
+    poll_timeout_ms: int = 100
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._pipeline.on_revoked(list(revoked), commit=True)
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._pipeline.on_revoked(list(lost), commit=False)
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._pipeline.on_assigned(list(assigned))
+
+
+class Pipeline:
+    """Wires consumer -> image stage -> model worker -> sink writer and runs the consumer loop."""
+
+    def __init__(self, settings: LoopSettings, consumer: Any, dlq: DeadLetterWriter, images: ImageStage,
+                 ready: queue.Queue, worker: ModelWorker, sink_queue: queue.Queue, sink: SinkWriter,
+                 completions: queue.Queue, metrics: PipelineMetrics) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.dlq = dlq
+        self.images = images
+        self.ready = ready
+        self.worker = worker
+        self.sink_queue = sink_queue
+        self.sink = sink
+        self.completions = completions
+        self.metrics = metrics
+        self.tracker = OffsetTracker()
+        self.stop_event = threading.Event()
+        self.started_at = time.monotonic()
+        self.heartbeat = time.monotonic()
+        self._paused = False
+        self._last_commit = 0.0
+        self._last_lag = 0.0
+        self._last_activity = time.monotonic()
+
+    # ----------------------------------------------------------------- probes
+
+    def healthy(self, max_age: float = 30.0) -> tuple[bool, str]:
+        """Loop heartbeat fresh and the worker threads alive."""
+        age = time.monotonic() - self.heartbeat
+        for thread in (self.worker, self.sink):
+            if thread.error is not None:
+                return False, f"{thread.name} died: {type(thread.error).__name__}"
+        if age > max_age:
+            return False, f"consumer loop stalled for {age:.0f}s"
+        return True, f"heartbeat {age:.1f}s ago"
+
+    def has_assignment(self) -> tuple[bool, str]:
+        if self.tracker.partitions:
+            return True, f"{len(self.tracker.partitions)} partitions assigned"
+        if time.monotonic() - self.started_at < STARTUP_READY_WINDOW:
+            return True, "starting up"
+        return False, "no partitions assigned"
+
+    # ------------------------------------------------------------- rebalance
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe([self.settings.topic], listener=_Rebalance(self))
+
+    def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.tracker.assign(tp)
+        self._paused = False  # a fresh assignment starts unpaused; step 3 re-applies backpressure
+        self.metrics.assigned_partitions.set(len(self.tracker.partitions))
+        log.info("assigned %s", _names(partitions))
+
+    def on_revoked(self, partitions: list[TopicPartition], commit: bool) -> None:
+        if not partitions:
+            return
+        self._collect()
+        if commit:
+            self._commit(partitions)
+        dropped = self.tracker.revoke(partitions)
+        for tp in partitions:
+            try:
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+        self.metrics.assigned_partitions.set(len(self.tracker.partitions))
+        log.info("%s %s (%d unfinished posts dropped, redelivered to the next owner)",
+                 "revoked" if commit else "lost", _names(partitions), dropped)
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit status (0 = clean)."""
+        self.worker.start()
+        self.sink.start()
+        self.subscribe()
+        try:
+            while not self.stop_event.is_set():
+                self._iteration(poll=True)
+                if self._idle_expired():
+                    log.info("idle for %.0fs: exiting", self.settings.exit_when_idle)
+                    break
+                if self.worker.error or self.sink.error:
+                    log.error("a pipeline thread died; exiting so the orchestrator restarts this member")
+                    return 1
+            return self._drain()
+        finally:
+            self._close()
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from a signal handler or another thread)."""
+        self.stop_event.set()
+
+    def _iteration(self, poll: bool) -> None:
+        self._collect()
+        now = time.monotonic()
+        if now - self._last_commit >= COMMIT_INTERVAL:
+            self._commit()
+        self._apply_backpressure(force_pause=not poll)
+        try:
+            batches = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+        except KafkaError as exc:
+            log.warning("poll failed, retrying: %s", exc)
+            time.sleep(0.5)
+            batches = {}
+        if poll:
+            for tp, records in batches.items():
+                for record in records:
+                    self._take(tp, record)
+        # else: partitions are paused, nothing should arrive; anything that did is redelivered later
+        self.heartbeat = time.monotonic()
+        self._update_gauges()
+
+    def _take(self, tp: TopicPartition, record: Any) -> None:
+        self._last_activity = time.monotonic()
+        lease = self.tracker.start(tp, record.offset)
+        value = record.value
+        try:
+            post = parse_post(value)
+        except InvalidPost as exc:
+            self.metrics.dlq.labels(reason=exc.reason).inc()
+            self.dlq.submit(lease, dlq_topic=self.settings.dlq_topic, source_topic=tp.topic,
+                            partition=tp.partition, offset=record.offset, key=record.key, value=value,
+                            timestamp_ms=record.timestamp, reason=exc.reason, detail=exc.detail)
+            return
+        self.images.submit(WorkItem(lease=lease, topic=tp.topic, partition=tp.partition, offset=record.offset,
+                                    key=record.key, raw=value, post=post, record_time=record.timestamp / 1000.0,
+                                    received=time.monotonic()))
+
+    def _collect(self) -> None:
+        """Move finished offsets (sinks, dead letters) into the tracker."""
+        while True:
+            try:
+                message = self.completions.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(message, Done):
+                self.tracker.finish(message.lease, message.offset)
+            elif isinstance(message, DeadLetter):
+                item = message.item
+                if item.lease.revoked:
+                    continue
+                self.metrics.dlq.labels(reason=message.reason).inc()
+                self.dlq.submit(item.lease, dlq_topic=self.settings.dlq_topic, source_topic=item.topic,
+                                partition=item.partition, offset=item.offset, key=item.key, value=item.raw,
+                                timestamp_ms=int(item.record_time * 1000), reason=message.reason,
+                                detail=message.detail)
+        dead_lettered = self.dlq.completed()
+        for lease, offset in dead_lettered:
+            self.tracker.finish(lease, offset)
+        if dead_lettered:
+            self.metrics.last_progress.set(time.time())
+
+    def _commit(self, partitions: list[TopicPartition] | None = None) -> bool:
+        self._last_commit = time.monotonic()
+        points = self.tracker.commit_points(partitions)
+        if not points:
+            return True
+        try:
+            self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in points.items()})
+        except KafkaError as exc:
+            self.metrics.commit_failures.inc()
+            log.warning("commit failed (offsets stay uncommitted, retried): %s", exc)
+            return False
+        self.tracker.committed(points)
+        log.debug("committed %s", {f"{tp.topic}[{tp.partition}]": o for tp, o in points.items()})
+        return True
+
+    def _apply_backpressure(self, force_pause: bool = False) -> None:
+        held = self.tracker.pending()
+        assignment = self.consumer.assignment()
+        if force_pause or held >= self.settings.max_in_flight:
+            unpaused = assignment - self.consumer.paused()
+            if unpaused:
+                self.consumer.pause(*unpaused)
+                if not force_pause and not self._paused:
+                    log.info("backpressure: %d posts in flight, pausing %d partitions", held, len(unpaused))
+            self._paused = True
+        elif self._paused and held <= self.settings.max_in_flight // 2:
+            paused = self.consumer.paused()
+            if paused:
+                self.consumer.resume(*paused)
+            self._paused = False
+            log.debug("backpressure released: %d posts in flight", held)
+
+    def _update_gauges(self) -> None:
+        m = self.metrics
+        m.queue_depth.labels(queue="images").set(self.images.in_progress)
+        m.queue_depth.labels(queue="ready").set(self.ready.qsize() + len(self.worker.batcher))
+        m.queue_depth.labels(queue="sink").set(self.sink_queue.qsize())
+        m.queue_depth.labels(queue="dlq").set(len(self.dlq))
+        m.queue_depth.labels(queue="in_flight").set(self.tracker.pending())
+        now = time.monotonic()
+        if now - self._last_lag < LAG_INTERVAL:
+            return
+        self._last_lag = now
+        for tp in self.tracker.partitions:
+            high = self.consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = self.consumer.position(tp, timeout_ms=1000)
+            except KafkaError:
+                continue
+            if position is not None:
+                m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - position))
+
+    def _idle_expired(self) -> bool:
+        limit = self.settings.exit_when_idle
+        if limit is None:
+            return False
+        if self.tracker.pending() or len(self.dlq):
+            self._last_activity = time.monotonic()
+            return False
+        return time.monotonic() - self._last_activity >= limit
+
+    def _drain(self) -> int:
+        """Finish in-flight posts within the grace period, commit, and report the exit status."""
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        held = self.tracker.pending()
+        if held:
+            log.info("stopping: finishing %d in-flight posts (grace %.0fs)", held, self.settings.shutdown_grace)
+        while (self.tracker.pending() or len(self.dlq)) and time.monotonic() < deadline:
+            if self.worker.error or self.sink.error:
+                break
+            self._iteration(poll=False)
+            time.sleep(0.01)
+        self._collect()
+        self._commit()
+        left = self.tracker.pending()
+        if left:
+            log.warning("grace period over: %d posts left uncommitted (redelivered on restart)", left)
+        else:
+            log.info("stopped cleanly; offsets committed")
+        return 0
+
+    def _close(self) -> None:
+        self.images.close(wait=False)
+        self.worker.stop()
+        self.sink.stop(abort=True)
+        self.worker.join(timeout=5)
+        self.sink.join(timeout=5)
+        try:
+            self.consumer.close(autocommit=False, timeout_ms=5000)
+        except Exception as exc:  # closing must not turn a clean stop into a crash
+            log.warning("consumer close: %s", exc)
+
+
+def _names(partitions: list[TopicPartition]) -> str:
+    return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)) or "nothing"
+

@@ -1,0 +1,51 @@
+"""The unit of work that flows through the pipeline stages, and the messages back to the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from clmlf.posts import ImageStatus, Post
+from consumers.offsets import PartitionLease
+
+
+@dataclass(slots=True)
+class WorkItem:
+    """One valid post on its way from the consumer loop to the sinks."""
+
+    lease: PartitionLease
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    raw: bytes
+    post: Post
+    record_time: float  # Kafka record timestamp, epoch seconds
+    received: float  # time.monotonic() when polled
+    image: Any = None  # decoded image tensor, when one was used
+    image_status: ImageStatus = "none"
+
+    @property
+    def event_time(self) -> float:
+        return self.post.created_at if self.post.created_at is not None else self.record_time
+
+    @property
+    def text_length(self) -> int:
+        return len(self.post.text)
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The post at ``offset`` is durably stored (Redis, and output topic when set)."""
+
+    lease: PartitionLease
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A post the model could not process: send it to the DLQ, then commit it."""
+
+    item: WorkItem
+    reason: str
+    detail: str
