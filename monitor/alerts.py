@@ -173,9 +173,11 @@ def evaluate_kind(
 class AlertEngine:
     """Evaluates trend alerts for every active topic and keeps their state in Redis.
 
-    ``evaluate(now)`` returns the alerts that fired or resolved in that evaluation.  Pass a
-    prometheus ``registry`` to export ``clmlf_alert_active{topic,kind}``, and a
-    :class:`monitor.webhook.WebhookNotifier` to POST transitions.
+    ``evaluate(now)`` returns the alerts that fired or resolved in that evaluation.  To export
+    ``clmlf_alert_active{topic,kind}`` pass either a prometheus ``registry`` (the gauge is created
+    there) or an existing ``gauge`` with labels ``topic`` and ``kind`` (e.g. the consumer's own
+    ``PipelineMetrics.alert_active``).  Pass a :class:`monitor.webhook.WebhookNotifier` to POST
+    transitions.
     """
 
     def __init__(
@@ -184,6 +186,7 @@ class AlertEngine:
         config: AlertConfig | None = None,
         webhook: Any | None = None,
         registry: Any | None = None,
+        gauge: Any | None = None,
     ):
         self.store = store
         self.config = config or AlertConfig()
@@ -191,8 +194,8 @@ class AlertEngine:
         self.keys = store.keys
         source = resources.files("monitor.lua").joinpath("alert_transition.lua").read_text(encoding="utf-8")
         self._transition = store.redis_client.register_script(source)
-        self._gauge = None
-        if registry is not None:
+        self._gauge = gauge
+        if gauge is None and registry is not None:
             from prometheus_client import Gauge
 
             self._gauge = Gauge(
