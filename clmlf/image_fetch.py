@@ -28,6 +28,7 @@ import binascii
 import fnmatch
 import logging
 import re
+import ssl
 import time
 from types import TracebackType
 from urllib.parse import urljoin, urlsplit
@@ -36,7 +37,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from clmlf.net_guard import AddressPolicy, BadURL, BlockedAddress, check_url
+from clmlf.net_guard import AddressPolicy, BadURL, BlockedAddress, check_host, check_url
 from clmlf.pinned_transport import Deadline, GuardedBackend, GuardedTransport, Resolver, system_resolver
 from clmlf.posts import Post
 
@@ -98,6 +99,7 @@ class FetchConfig(BaseModel):
     allow_networks: tuple[str, ...] = Field((), description="non-public networks allowed anyway (CIDR)")
     allowed_content_types: tuple[str, ...] = ("image/*",)
     user_agent: str = "clmlf-monitor/0.1 (image fetcher)"
+    ca_file: str | None = Field(None, description="PEM bundle to trust instead of the default CAs")
     max_connections: int = Field(32, gt=0)
     max_keepalive_connections: int = Field(16, ge=0)
 
@@ -123,7 +125,12 @@ class ImageFetcher:
             max_keepalive_connections=self.config.max_keepalive_connections,
         )
         backend = GuardedBackend(self._policy, self._deadline, resolver=resolver)
-        transport = GuardedTransport(backend, limits, httpx.create_ssl_context())
+        ssl_context = (
+            ssl.create_default_context(cafile=self.config.ca_file)
+            if self.config.ca_file
+            else httpx.create_ssl_context()
+        )
+        transport = GuardedTransport(backend, limits, ssl_context)
         self._client = httpx.Client(
             transport=transport,
             follow_redirects=False,
@@ -199,9 +206,13 @@ class ImageFetcher:
         raise ImageFetchError("too_many_redirects", f"more than {self.config.max_redirects} redirects")
 
     def _check(self, url: str) -> None:
+        """Before any I/O: the URL as written, then the host as httpx will send it (IDNA-normalised)."""
         try:
             check_url(url, self._policy)
+            check_host(httpx.URL(url).host, self._policy)
         except BadURL as exc:
+            raise ImageFetchError("bad_url", str(exc)) from None
+        except httpx.InvalidURL as exc:
             raise ImageFetchError("bad_url", str(exc)) from None
         except BlockedAddress as exc:
             raise ImageFetchError("blocked_address", str(exc)) from None

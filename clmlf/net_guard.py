@@ -231,11 +231,16 @@ def check_url(url: str, policy: AddressPolicy) -> SplitResult:
         raise BadURL("URL has no host")
     if port == 0:
         raise BadURL("port 0 is not allowed")
+    check_host(host, policy)
+    return parts
+
+
+def check_host(host: str, policy: AddressPolicy) -> None:
+    """Refuse a localhost name or a refused IP literal (any spelling). Names are checked at connect time."""
     if policy.allow_private:
-        return parts
+        return
     if is_localhost_name(host):
         raise BlockedAddress(host, "localhost")
     literal = parse_ip_literal(host)
     if literal is not None and not policy.is_allowed(literal):
         raise BlockedAddress(host, str(literal))
-    return parts

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,6 +45,7 @@ class Server:
     """A threaded HTTP server whose behaviour per path is a function; it records every request."""
 
     host: str
+    tls: ssl.SSLContext | None = None
     routes: dict[str, Handler] = field(default_factory=dict)
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Host header)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +76,8 @@ class Server:
 
         self._httpd = ThreadingHTTPServer((self.host, 0), _Handler)
         self._httpd.daemon_threads = True
+        if self.tls is not None:
+            self._httpd.socket = self.tls.wrap_socket(self._httpd.socket, server_side=True)
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -81,7 +87,8 @@ class Server:
         self._httpd.server_close()
 
     def url(self, path: str, host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host or self.host}:{self.port}{path}"
 
     def paths(self) -> list[str]:
         with self._lock:
@@ -164,6 +171,8 @@ SSRF_HOSTS = [
     "LOCALHOST.",
     "foo.localhost",
     "127.0.0.1.",  # trailing dot
+    "127\u30020\u30020\u30021",  # ideographic full stops: IDNA turns them into dots
+    "\uff11\uff12\uff17.\uff10.\uff10.\uff11",  # full-width digits
 ]
 
 
@@ -255,6 +264,34 @@ def test_connects_to_vetted_address_with_original_host_header(allowed_server: Se
         assert fetcher.fetch(allowed_server.url("/img.png", host="img.example.com")) == PNG
     assert allowed_server.requests == [("/img.png", f"img.example.com:{allowed_server.port}")] * 2
     assert calls == ["img.example.com"]  # one lookup; the second fetch reused the pooled connection
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI to make a certificate")
+def test_https_dials_vetted_address_with_original_sni_and_certificate(tmp_path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=img.example.com",
+         "-addext", "subjectAltName=DNS:img.example.com"],
+        check=True, capture_output=True,
+    )
+    server_names: list[str | None] = []
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    tls.sni_callback = lambda _sock, name, _ctx: server_names.append(name)
+    server = Server(ALLOWED_IP, tls=tls)
+    server.routes["/img.png"] = send(200, PNG)
+    server.start()
+    try:
+        config = FetchConfig(ca_file=str(cert), retries=0, **GUARDED)
+        with ImageFetcher(config, resolver=lambda host, port: [ALLOWED_IP]) as fetcher:
+            assert fetcher.fetch(server.url("/img.png", host="img.example.com")) == PNG
+            # the certificate names img.example.com, not the address we dialed
+            assert reason_of(fetcher, server.url("/img.png")) == "connection_error"
+    finally:
+        server.stop()
+    assert server_names[0] == "img.example.com"
+    assert server.requests == [("/img.png", f"img.example.com:{server.port}")]
 
 
 # -- redirects ----------------------------------------------------------------------------------
