@@ -124,8 +124,9 @@ def _apply_exif_orientation(img: Image.Image) -> Image.Image:
     try:
         rotated = ImageOps.exif_transpose(img)
     except Exception:  # malformed EXIF must not cost us an otherwise good image
-        return img
-    return img if rotated is None else rotated
+        rotated = None
+    # always a new image: the caller closes the file-backed original
+    return img.copy() if rotated is None or rotated is img else rotated
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

@@ -130,7 +130,9 @@ def test_exif_orientation_6_rotates() -> None:
 @pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 def test_broken_exif_keeps_the_image() -> None:
     data = encode(halves(40, 20), "JPEG", exif=b"Exif\x00\x00MM\x00*garbage-garbage")
-    assert decode_image(data).size == (40, 20)
+    out = decode_image(data)
+    assert out.size == (40, 20)
+    assert dominant(out.getpixel((2, 10))) == "red"
 
 
 def test_draft_mode_decodes_large_jpeg_small() -> None:
