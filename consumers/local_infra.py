@@ -162,12 +162,18 @@ def create_topics(bootstrap: str, partitions: dict[str, int], timeout: float = 3
 
 
 class LocalRedis(_ManagedProcess):
-    """A private ``redis-server`` (no persistence) on a free loopback port."""
+    """A private ``redis-server`` on a free loopback port.
 
-    def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
+    No persistence by default; ``durable=True`` turns on an fsync-always
+    append-only file in its own directory, so the server can be killed and
+    started again (same port, same data) to simulate an outage.
+    """
+
+    def __init__(self, port: int | None = None, log_path: Path | None = None, durable: bool = False) -> None:
         super().__init__()
         self.port = port or free_port()
         self.log_path = log_path
+        self.durable = durable
         self._dir: str | None = None
 
     @property
@@ -180,7 +186,8 @@ class LocalRedis(_ManagedProcess):
             raise InfraError("redis-server not found on PATH (apt-get install redis-server)")
         self._dir = self._dir or tempfile.mkdtemp(prefix="clmlf-redis-")
         self._spawn(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes" if self.durable else "no", "--appendfsync", "always",
              "--dir", self._dir, "--protected-mode", "no"],
             self.log_path,
         )
