@@ -212,8 +212,8 @@ class ImageFetcher:
             check_host(httpx.URL(url).host, self._policy)
         except BadURL as exc:
             raise ImageFetchError("bad_url", str(exc)) from None
-        except httpx.InvalidURL as exc:
-            raise ImageFetchError("bad_url", str(exc)) from None
+        except (httpx.InvalidURL, UnicodeError) as exc:  # IDNA errors are UnicodeErrors
+            raise ImageFetchError("bad_url", f"{type(exc).__name__}: {exc}") from None
         except BlockedAddress as exc:
             raise ImageFetchError("blocked_address", str(exc)) from None
 
@@ -226,8 +226,8 @@ class ImageFetcher:
             return self._client.send(request, stream=True)
         except BlockedAddress as exc:
             raise ImageFetchError("blocked_address", str(exc)) from None
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise ImageFetchError("bad_url", str(exc)) from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol, UnicodeError) as exc:
+            raise ImageFetchError("bad_url", f"{type(exc).__name__}: {exc}") from None
         except httpx.TimeoutException as exc:
             raise ImageFetchError("timeout", f"{type(exc).__name__} for host {_host_of(url)!r}") from None
         except httpx.TransportError as exc:

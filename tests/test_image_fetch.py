@@ -218,7 +218,8 @@ def test_loose_ipv4_parsing_matches_inet_aton() -> None:
     "url",
     ["ftp://example.com/a.png", "file:///etc/passwd", "gopher://example.com/", "http://", "http:///x",
      "http://user:pw@example.com/a.png", "http://example.com@127.0.0.1/", "http://a\\@example.com/",
-     "http://exa mple.com/", "http://example.com:0/", "http://example.com:99999/", "javascript:alert(1)", ""],
+     "http://exa mple.com/", "http://example.com:0/", "http://example.com:99999/", "javascript:alert(1)", "",
+     "http://xn--/", "http://[zz::1]/", "http://127.0.0.1%2f@example.com/"],
 )
 def test_bad_urls_are_refused(url: str, guarded: ImageFetcher) -> None:
     assert reason_of(guarded, url) == "bad_url"
