@@ -1,0 +1,95 @@
+"""Predictor: order preserved, scores are probabilities, text-only items, devices, default model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from clmlf.checkpoint import load
+from clmlf.inference import InferenceItem, Predictor, resolve_device
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_checkpoint: Path) -> Predictor:
+    return Predictor(load(tiny_checkpoint), device="cpu", batch_size=3)
+
+
+def items(n: int) -> list[InferenceItem]:
+    gen = torch.Generator().manual_seed(0)
+    texts = ["ok", "acme is the best brand ever made", "globex outage again", "meh", "a" * 50, "new phone day"]
+    return [
+        InferenceItem(texts[i % len(texts)] + f" {i}", image=torch.randn(3, 64, 64, generator=gen) if i % 2 else None)
+        for i in range(n)
+    ]
+
+
+def test_predictions_are_in_input_order(predictor: Predictor) -> None:
+    batch = items(7)
+    together = predictor.predict(batch)
+    one_by_one = [predictor.predict([item])[0] for item in batch]
+    assert len(together) == 7
+    for joint, alone in zip(together, one_by_one, strict=True):
+        assert joint.label == alone.label
+        for label in predictor.labels:
+            assert joint.scores[label] == pytest.approx(alone.scores[label], abs=1e-5)
+
+
+def test_scores_are_probabilities_and_label_is_argmax(predictor: Predictor) -> None:
+    for prediction in predictor.predict(items(5)):
+        assert set(prediction.scores) == {"positive", "neutral", "negative"}
+        assert sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-5)
+        assert prediction.label == max(prediction.scores, key=prediction.scores.get)
+
+
+def test_empty_input(predictor: Predictor) -> None:
+    assert predictor.predict([]) == []
+
+
+def test_aspect_items(predictor: Predictor) -> None:
+    with_aspect = predictor.predict([InferenceItem("screen good, battery bad", aspect="battery")])[0]
+    other_aspect = predictor.predict([InferenceItem("screen good, battery bad", aspect="screen")])[0]
+    assert with_aspect.scores != other_aspect.scores
+
+
+def test_model_name_has_weights_hash(predictor: Predictor, tiny_checkpoint: Path) -> None:
+    from clmlf.checkpoint import weights_digest
+
+    assert predictor.model_name == f"tiny-random@{weights_digest(tiny_checkpoint)}"
+    assert predictor.device.type == "cpu" and not predictor.uses_bf16
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_bad_batch_size(tiny_checkpoint: Path) -> None:
+    with pytest.raises(ValueError):
+        Predictor(load(tiny_checkpoint), device="cpu", batch_size=0)
+
+
+def test_from_checkpoint_without_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import clmlf.default_model as default_model
+
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIRNAME", "no_such_default_model")
+    with pytest.raises(default_model.DefaultModelMissing, match="pass --checkpoint"):
+        Predictor.from_checkpoint(None, device="cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_matches_cpu_labels(tiny_checkpoint: Path) -> None:
+    cpu = Predictor(load(tiny_checkpoint), device="cpu")
+    gpu = Predictor(load(tiny_checkpoint), device="cuda")
+    assert gpu.uses_bf16
+    for a, b in zip(cpu.predict(items(6)), gpu.predict(items(6)), strict=True):
+        for label in cpu.labels:
+            assert a.scores[label] == pytest.approx(b.scores[label], abs=0.05)

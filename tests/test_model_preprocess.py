@@ -1,0 +1,112 @@
+"""Preprocessor: tokenisation (padding, truncation, aspect form), image pipeline, collation."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from PIL import Image
+
+from clmlf.config import ModelConfig
+from clmlf.images import ImageDecodeError
+from clmlf.preprocess import Preprocessor
+from clmlf.tiny import tiny_config
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from clmlf.encoders import minilm_dir
+
+    return AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
+
+
+@pytest.fixture(scope="module")
+def pre(tokenizer) -> Preprocessor:
+    return Preprocessor(ModelConfig(max_text_len=12), tokenizer)
+
+
+def jpeg_bytes(size: tuple[int, int], color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_dynamic_padding_to_longest(pre: Preprocessor) -> None:
+    batch = pre.tokenize(["hi", "acme makes good phones"])
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    assert ids.shape == mask.shape == batch["token_type_ids"].shape
+    assert mask[1].all() and mask[0].sum() == 3  # [CLS] hi [SEP]
+    assert ids.shape[1] == int(mask[1].sum())
+    assert (ids[0, 3:] == pre.tokenizer.pad_token_id).all()
+
+
+def test_truncates_to_max_text_len(pre: Preprocessor) -> None:
+    batch = pre.tokenize(["word " * 100])
+    assert batch["input_ids"].shape[1] == 12
+    assert batch["input_ids"][0, -1].item() == pre.tokenizer.sep_token_id
+
+
+def test_aspect_form(pre: Preprocessor) -> None:
+    batch = pre.tokenize(["the screen is great but battery bad"], aspects=["battery"])
+    ids = batch["input_ids"][0].tolist()
+    sep = pre.tokenizer.sep_token_id
+    assert ids[0] == pre.tokenizer.cls_token_id and ids.count(sep) == 2 and ids[-1] == sep
+    first_sep = ids.index(sep)
+    types = batch["token_type_ids"][0].tolist()
+    assert set(types[: first_sep + 1]) == {0} and set(types[first_sep + 1 :]) == {1}
+    assert pre.tokenizer.decode(ids[first_sep + 1 : -1]) == "battery"
+
+
+def test_aspect_config_with_missing_aspects(tokenizer) -> None:
+    pre = Preprocessor(ModelConfig(aspect=True), tokenizer)
+    ids = pre.tokenize(["good"], aspects=None)["input_ids"][0].tolist()
+    assert ids.count(pre.tokenizer.sep_token_id) == 2
+    with pytest.raises(ValueError):
+        pre.tokenize(["a", "b"], aspects=["x"])
+
+
+def test_image_tensor_normalises_and_crops(pre: Preprocessor) -> None:
+    image = Image.new("RGB", (400, 300), (255, 0, 128))
+    tensor = pre.image_tensor(image)
+    assert tensor.shape == (3, 224, 224) and tensor.dtype == torch.float32
+    expected = [(255 / 255 - 0.485) / 0.229, (0 - 0.456) / 0.224, (128 / 255 - 0.406) / 0.225]
+    for channel, value in enumerate(expected):
+        torch.testing.assert_close(tensor[channel], torch.full((224, 224), value), atol=1e-5, rtol=0)
+
+
+def test_resize_then_center_crop_geometry(pre: Preprocessor) -> None:
+    # Left half black, right half white, 512x256: shorter side -> 256 (no change), crop the central 224.
+    image = Image.new("RGB", (512, 256), (0, 0, 0))
+    image.paste((255, 255, 255), (256, 0, 512, 256))
+    cropped = pre.resize_and_crop(image)
+    assert cropped.size == (224, 224)
+    assert cropped.getpixel((0, 100)) == (0, 0, 0) and cropped.getpixel((223, 100)) == (255, 255, 255)
+    assert cropped.getpixel((111, 100)) == (0, 0, 0) and cropped.getpixel((112, 100)) == (255, 255, 255)
+
+
+def test_image_from_bytes(pre: Preprocessor) -> None:
+    tensor = pre.image_from_bytes(jpeg_bytes((640, 480), (10, 200, 30)))
+    assert tensor.shape == (3, 224, 224)
+    assert tensor[1].mean() > 0.5 > tensor[0].mean()  # green dominates
+
+
+@pytest.mark.parametrize("data", [b"", b"definitely not an image", jpeg_bytes((64, 64), (1, 2, 3))[:40]])
+def test_bad_image_bytes_raise_decode_error(pre: Preprocessor, data: bytes) -> None:
+    with pytest.raises(ImageDecodeError):
+        pre.image_from_bytes(data)
+
+
+def test_collate_marks_missing_images(tokenizer) -> None:
+    pre = Preprocessor(tiny_config(), tokenizer)
+    image = torch.ones(3, 64, 64)
+    batch = pre.collate(["a", "b", "c"], [None, image, None])
+    assert batch["image_present"].tolist() == [False, True, False]
+    assert batch["pixel_values"].shape == (3, 3, 64, 64)
+    assert torch.equal(batch["pixel_values"][1], image)
+    assert not batch["pixel_values"][0].any() and not batch["pixel_values"][2].any()
+    assert pre.blank_pixels(2).shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError):
+        pre.collate(["a"], [None, None])

@@ -1,0 +1,189 @@
+"""``clmlf predict`` end to end on the tiny checkpoint: results, error lines, images, stdin/stdout, bad arguments."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from clmlf.commands import predict
+from clmlf.settings import OneLineArgumentParser
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = {"positive", "neutral", "negative"}
+
+
+def run_predict(argv: list[str]) -> int:
+    """``clmlf predict ARGV`` in-process, through the same parser wiring as ``clmlf.cli``."""
+    parser = OneLineArgumentParser(prog="clmlf")
+    predict.add_parser(parser.add_subparsers(dest="command", parser_class=OneLineArgumentParser))
+    args = parser.parse_args(["predict", *argv])
+    return args.func(args, parser)
+
+
+def jpeg_b64(color: tuple[int, int, int] = (200, 30, 30)) -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (96, 80), color).save(buffer, "JPEG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def read_lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def image_server() -> Iterator[str]:
+    """A real HTTP server on loopback serving /cat.jpg (a private address: refused unless allowed)."""
+    body = base64.b64decode(jpeg_b64((30, 30, 200)))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/jpeg")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/cat.jpg"
+    server.shutdown()
+    server.server_close()
+
+
+def test_end_to_end_with_bad_lines_and_images(tmp_path: Path, tiny_checkpoint: Path, image_server: str) -> None:
+    lines = [
+        json.dumps({"id": "a", "text": "love my new acme phone", "topics": ["acme"], "image_b64": jpeg_b64(),
+                    "created_at": "2026-11-20T09:12:00Z"}),
+        "this is not json",
+        json.dumps({"id": "b", "text": "globex support is slow", "topics": ["globex"]}),
+        json.dumps({"text": "no id here"}),
+        json.dumps({"id": "c", "text": "look at this", "image_url": image_server}),  # private: refused
+        json.dumps({"id": "d", "text": "broken picture", "image_b64": base64.b64encode(b"not an image").decode()}),
+        json.dumps({"id": "e", "text": "", "image_b64": jpeg_b64((0, 255, 0))}),
+        json.dumps({"id": "f", "text": 42}),
+    ]
+    source = tmp_path / "posts.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "results.jsonl"
+    assert run_predict(["--input", str(source), "--checkpoint", str(tiny_checkpoint), "--output", str(out),
+                        "--batch-size", "2"]) == 0
+    results = read_lines(out)
+    assert len(results) == len(lines)
+
+    assert results[1] == {"id": None, "line": 2, "error": {"reason": "invalid_json",
+                                                          "detail": results[1]["error"]["detail"]}}
+    assert results[3]["line"] == 4 and results[3]["error"]["reason"] == "missing_id"
+    assert results[7] == {"id": "f", "line": 8, "error": {"reason": "bad_text", "detail": "'text' must be a string"}}
+
+    by_id = {r["id"]: r for r in results if "error" not in r}
+    assert list(by_id) == ["a", "b", "c", "d", "e"]
+    assert [by_id[k]["image"] for k in "abcde"] == ["used", "none", "failed", "failed", "used"]
+    for record in by_id.values():
+        assert set(record["scores"]) == LABELS and record["label"] in LABELS
+        assert sum(record["scores"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert record["model"].startswith("tiny-random@")
+    assert by_id["a"]["created_at"] == "2026-11-20T09:12:00.000Z" and by_id["a"]["topics"] == ["acme"]
+    assert by_id["b"]["created_at"] == by_id["b"]["processed_at"]  # no event time: now
+    assert by_id["c"]["topics"] == ["all"]
+
+
+def test_failed_image_is_classified_on_text_alone(tmp_path: Path, tiny_checkpoint: Path, image_server: str) -> None:
+    source = tmp_path / "posts.jsonl"
+    source.write_text(
+        json.dumps({"id": "with-url", "text": "same words", "image_url": image_server}) + "\n"
+        + json.dumps({"id": "text-only", "text": "same words"}) + "\n"
+    )
+    out = tmp_path / "out.jsonl"
+    run_predict(["--input", str(source), "--checkpoint", str(tiny_checkpoint), "--output", str(out)])
+    failed, text_only = read_lines(out)
+    assert failed["image"] == "failed" and text_only["image"] == "none"
+    assert failed["scores"] == text_only["scores"]
+
+
+def test_allow_private_images_fetches_from_loopback(tmp_path: Path, tiny_checkpoint: Path, image_server: str) -> None:
+    source = tmp_path / "posts.jsonl"
+    source.write_text(json.dumps({"id": "u", "text": "photo", "image_url": image_server}) + "\n")
+    out = tmp_path / "out.jsonl"
+    run_predict(["--input", str(source), "--checkpoint", str(tiny_checkpoint), "--output", str(out),
+                 "--allow-private-images"])
+    assert read_lines(out)[0]["image"] == "used"
+
+
+def test_bundled_examples(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    examples = REPO / "examples" / "posts.jsonl"
+    assert run_predict(["--input", str(examples), "--checkpoint", str(tiny_checkpoint), "--output", str(out)]) == 0
+    posts = [json.loads(line) for line in examples.read_text().splitlines()]
+    results = read_lines(out)
+    assert [r["id"] for r in results] == [p["id"] for p in posts]
+    assert [r["image"] for r in results] == ["used" if "image_b64" in p else "none" for p in posts]
+    assert 15 <= len(posts) <= 30 and any("image_b64" in p for p in posts)
+    assert {"acme", "globex"} <= {t for p in posts for t in p.get("topics", [])}
+
+
+def test_stdin_and_stdout(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tiny_checkpoint: Path) -> None:
+    payload = (json.dumps({"id": "s1", "text": "hello"}) + "\n" + json.dumps({"id": "s2", "text": "bye"}) + "\n").encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payload)))
+    monkeypatch.setenv("CLMLF_CHECKPOINT", str(tiny_checkpoint))  # flag default comes from the environment
+    assert run_predict(["--input", "-", "--output", "-"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["s1", "s2"]
+
+
+def assert_exit_2(argv: list[str], capsys: pytest.CaptureFixture, needle: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        run_predict(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_missing_input_file(tmp_path: Path, capsys: pytest.CaptureFixture, tiny_checkpoint: Path) -> None:
+    assert_exit_2(["--input", str(tmp_path / "nope.jsonl"), "--checkpoint", str(tiny_checkpoint)], capsys,
+                  "--input: file not found")
+
+
+def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    source = tmp_path / "p.jsonl"
+    source.write_text("{}\n")
+    assert_exit_2(["--input", str(source), "--checkpoint", str(tmp_path / "no-ckpt")], capsys,
+                  "checkpoint directory not found")
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [(["--batch-size", "0"], "batch-size"), (["--device", "tpu"], "device"), (["--batch-size", "x"], "invalid int")],
+)
+def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture, tiny_checkpoint: Path,
+                       extra: list[str], needle: str) -> None:
+    source = tmp_path / "p.jsonl"
+    source.write_text("{}\n")
+    assert_exit_2(["--input", str(source), "--checkpoint", str(tiny_checkpoint), *extra], capsys, needle)
+
+
+def test_output_directory_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture, tiny_checkpoint: Path) -> None:
+    source = tmp_path / "p.jsonl"
+    source.write_text("{}\n")
+    assert_exit_2(["--input", str(source), "--checkpoint", str(tiny_checkpoint), "--output",
+                   str(tmp_path / "no" / "out.jsonl")], capsys, "--output: directory does not exist")
+
+
+def test_help_teaches_with_examples(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        run_predict(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and "clmlf predict --input" in text and "CLMLF_CHECKPOINT" in text
