@@ -84,6 +84,7 @@ class TrainConfig(BaseModel):
     workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)
     cache_text: bool = True
+    text_cache_file: Path | None = None
     use_images: bool = True
     distractor_rate: float = Field(0.0, ge=0, le=1)
     distractor_pool: int = Field(256, ge=1)
@@ -381,7 +382,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     from clmlf.evaluation import classification_metrics
     from clmlf.model import CLMLF
     from clmlf.preprocess import Preprocessor
-    from clmlf.text_cache import TextStateCache
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if cfg.threads:
@@ -459,7 +459,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
     step_fn = torch.compile(objective) if cfg.compile else objective
 
-    cache = TextStateCache() if cfg.cache_text else None
+    cache = None
+    if cfg.cache_text and state["epoch"] < cfg.stage1_epochs:
+        cache = _prefilled_cache(cfg, model, pre, train_samples, dev_split.samples, dist_info)
     history: list[dict[str, Any]] = []
     stop = False
     for epoch in range(state["epoch"], cfg.epochs):
@@ -472,7 +474,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             optimizer.param_groups[1]["lr"] = cfg.text_lr
         else:
             _freeze_text(model)
-            if cache is not None and cache._encoder is None:
+            if cache is not None and not cache.installed:
                 cache.install(model.text_encoder)
         train_set.set_epoch(epoch)
         order.set_epoch(epoch, start=state["position"])
@@ -564,6 +566,26 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cache is not None:
         cache.uninstall()
     return TrainResult(out=out, best_epoch=state["best_epoch"], best_score=state["best_score"], history=history)
+
+
+def _prefilled_cache(cfg: TrainConfig, model: nn.Module, pre, train_samples, dev_samples, dist_info: _Dist):
+    """A text-state cache holding every text the run will encode (read from / written to ``text_cache_file``)."""
+    from clmlf.text_cache import TextStateCache
+
+    cache = TextStateCache()
+    if cfg.text_cache_file is not None and Path(cfg.text_cache_file).is_file():
+        loaded = cache.load(cfg.text_cache_file, cfg.text_encoder)
+        log.info("text cache: %d sequences read from %s", loaded, cfg.text_cache_file)
+    samples = list(train_samples) + list(dev_samples)
+    texts = [s.text for s in samples] + ([s.translation for s in train_samples] if cfg.dbcl else [])
+    aspects = [s.aspect for s in samples] + ([s.aspect for s in train_samples] if cfg.dbcl else [])
+    _freeze_text(model)
+    added = cache.prefill(model.text_encoder, pre.tokenize, texts, aspects if cfg.aspect else None,
+                          progress=cfg.progress and dist_info.main)
+    if added and cfg.text_cache_file is not None and dist_info.main:
+        cache.save(cfg.text_cache_file, cfg.text_encoder)
+    log.info("text cache: %d sequences, %.0f MB", len(cache), cache.nbytes / 2**20)
+    return cache
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:

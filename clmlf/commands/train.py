@@ -87,6 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="data loader processes (default 0)")
     rt.add_argument("--threads", type=int, help="torch CPU threads")
     rt.add_argument("--no-text-cache", action="store_true", help="do not memoise the frozen text encoder's states")
+    rt.add_argument("--text-cache-file", help="read/write the frozen text encoder's states here (reused across runs)")
     rt.add_argument("--eval-batch-size", type=int, default=64)
     rt.add_argument("--save-every", type=int, default=0, help="also write OUT/resume every N steps")
     rt.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
         "distractor_rate": args.distractor_rate, "use_images": not args.no_images, "limit_train": args.limit_train,
         "device": args.device, "amp": args.amp, "compile": args.compile, "workers": args.workers,
-        "threads": args.threads, "cache_text": not args.no_text_cache, "eval_batch_size": args.eval_batch_size,
+        "threads": args.threads, "cache_text": not args.no_text_cache,
+        "text_cache_file": args.text_cache_file, "eval_batch_size": args.eval_batch_size,
         "save_every": args.save_every, "progress": not args.no_progress,
     }
     config = build_config(parser, TrainConfig, values)

@@ -1,0 +1,133 @@
+"""``clmlf evaluate``: accuracy, weighted / macro F1, per-class scores and confusion of a checkpoint on a split."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from clmlf.settings import env_default, setup_logging
+
+DATASET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
+
+EPILOG = """\
+examples:
+  clmlf evaluate --data-root data --dataset mvsa-single --split dev            # embedded default model
+  clmlf evaluate --checkpoint runs/mvsa/best --data-root data --dataset mvsa-single --split test --json
+  # robustness: attach an unrelated photo to every post that has none
+  clmlf evaluate --data-root data --dataset mvsa-single --split dev --attach-photos --json
+
+With --json the last line of stdout is one JSON object:
+  {"accuracy", "f1_weighted", "f1_macro", "n", "per_class": {label: {"precision", "recall",
+   "f1", "support"}}, "confusion": [[...]]}   (confusion[gold][predicted], label-id order)
+Environment: CLMLF_CHECKPOINT, CLMLF_DATA_ROOT, CLMLF_DEVICE.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score a checkpoint on a dataset split",
+        description="Evaluate a checkpoint (default: the embedded model) on one split of a benchmark dataset.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--checkpoint", default=env_default("CLMLF_CHECKPOINT"),
+                   help="checkpoint directory (default: embedded model; env CLMLF_CHECKPOINT)")
+    p.add_argument("--data-root", default=env_default("CLMLF_DATA_ROOT"), help="dataset folder (env CLMLF_DATA_ROOT)")
+    p.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    p.add_argument("--split", default="dev", choices=("train", "dev", "test"))
+    p.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
+    p.add_argument("--no-images", action="store_true", help="ignore the dataset's images (text only)")
+    p.add_argument("--attach-photos", action="store_true",
+                   help="attach a label-free photo (held-out pool) to every post without an image")
+    p.add_argument("--photo-seed", type=int, default=0, help="seed of the attached photos")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--log-level", default=env_default("LOG_LEVEL", "WARNING"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    setup_logging(args.log_level)
+    if not args.data_root:
+        parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
+    import torch
+
+    from clmlf.checkpoint import CheckpointError
+    from clmlf.data import DataFormatError
+    from clmlf.encoders import EncoderError
+    from clmlf.evaluation import classification_metrics, format_report
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = evaluate_split(
+            args.checkpoint, args.data_root, args.dataset, args.split, batch_size=args.batch_size,
+            device=args.device, use_images=not args.no_images, attach_photos=args.attach_photos,
+            photo_seed=args.photo_seed, progress=not args.no_progress,
+        )
+    except (CheckpointError, DataFormatError, EncoderError, ValueError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
+    metrics = classification_metrics(result["gold"], result["predicted"], result["labels"])
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        title = f"{result['model']} on {args.dataset}/{args.split}" + (" (photos attached)" if args.attach_photos else "")
+        print(format_report(metrics, result["labels"], title))
+    sys.stdout.flush()
+    return 0
+
+
+def evaluate_split(
+    checkpoint: str | None,
+    data_root: str,
+    dataset: str,
+    split: str,
+    *,
+    batch_size: int = 64,
+    device: str = "auto",
+    use_images: bool = True,
+    attach_photos: bool = False,
+    photo_seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """Predictions of a checkpoint on a split: ``{"gold", "predicted", "labels", "model", "stats"}``."""
+    import logging
+
+    from clmlf.batches import BatchCollator, PostDataset
+    from clmlf.checkpoint import load
+    from clmlf.data import load_split
+    from clmlf.distractors import distractor_images
+    from clmlf.train import _resolve_device, predict_dataset
+
+    if checkpoint is None:
+        from clmlf.default_model import default_checkpoint_dir
+
+        checkpoint = default_checkpoint_dir()
+    loaded = load(checkpoint)
+    data = load_split(data_root, dataset, split, probe_images=use_images)
+    logging.getLogger("clmlf.evaluate").info(data.stats.summary(f"{dataset}/{split}"))
+    if len(data.label_names) != loaded.config.num_labels:
+        raise ValueError(
+            f"{dataset} has {len(data.label_names)} classes but the checkpoint has {loaded.config.num_labels} "
+            f"({', '.join(loaded.config.labels)})"
+        )
+    target = _resolve_device(device)
+    model = loaded.model.to(target).eval()
+    photos = list(distractor_images(64, pool="eval", seed=photo_seed, size=loaded.config.resize)) if attach_photos else []
+    dataset_obj = PostDataset(data.samples, loaded.preprocessor, use_images=use_images, distractors=photos,
+                              distractor_rate=1.0 if attach_photos else 0.0, seed=photo_seed)
+    logits, _, gold = predict_dataset(model, dataset_obj, BatchCollator(loaded.preprocessor), batch_size, target,
+                                      amp=target.type == "cuda", progress=progress, desc=f"{dataset}/{split}")
+    return {
+        "gold": gold.tolist(),
+        "predicted": logits.argmax(-1).tolist(),
+        "labels": tuple(loaded.config.labels),
+        "model": loaded.name,
+        "stats": data.stats,
+    }
