@@ -27,6 +27,7 @@ import base64
 import binascii
 import fnmatch
 import logging
+import os
 import re
 import ssl
 import time
@@ -107,6 +108,13 @@ class FetchConfig(BaseModel):
     @classmethod
     def _valid_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         AddressPolicy.build(allow_networks=value)  # raises ValueError on a bad CIDR
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _readable_ca_file(cls, value: str | None) -> str | None:
+        if value is not None and not os.path.isfile(value):
+            raise ValueError(f"CA file {value!r} does not exist")
         return value
 
     def policy(self) -> AddressPolicy:

@@ -534,6 +534,10 @@ def test_bad_config_is_rejected() -> None:
         FetchConfig(total_timeout=0)
     with pytest.raises(ValueError):
         FetchConfig(max_bytes=-1)
+    with pytest.raises(ValueError):
+        FetchConfig(ca_file="/nonexistent/ca.pem")
+    with pytest.raises(ValueError):
+        FetchConfig(unknown_option=1)
 
 
 def test_check_url_accepts_public_urls() -> None:
