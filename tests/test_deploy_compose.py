@@ -197,12 +197,15 @@ def test_topic_script_is_valid_bash() -> None:
 def test_grafana_provisioning_points_at_the_mounted_dashboards(compose: dict[str, Any]) -> None:
     grafana = compose["services"]["grafana"]
     mounts = dict(v.split(":")[:2] for v in grafana["volumes"])
-    provider = yaml.safe_load((DEPLOY / "compose/grafana/provisioning/dashboards/clmlf.yml").read_text())
-    path = provider["providers"][0]["options"]["path"]
-    assert mounts["./grafana/dashboards"] == path
-    datasource = yaml.safe_load((DEPLOY / "compose/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/clmlf.yml").read_text())
+    assert mounts["./grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    assert list((DEPLOY / "grafana/dashboards").glob("*.json"))
+    datasource = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text())
     (source,) = datasource["datasources"]
-    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    # Grafana expands ${VAR} in provisioning files from its environment.
+    url = re.sub(r"\$\{(\w+)\}", lambda m: grafana["environment"][m.group(1)], source["url"])
+    assert source["type"] == "prometheus" and url == "http://prometheus:9090"
 
 
 def test_prometheus_scrapes_every_metrics_port(compose: dict[str, Any]) -> None:
