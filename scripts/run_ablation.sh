@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Text-only ablation on MVSA-Single dev (docs/results.md): MLF, +LBCL (both forms), +DBCL, full (both forms).
+# Usage: scripts/run_ablation.sh DATA_ROOT [EPOCHS] [SEEDS...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:?data root}; EPOCHS=${2:-5}; shift 2 || true; SEEDS=${*:-0}
+COMMON=(--preset mvsa-single --data-root "$DATA" --no-images --fusion-dim 256 --max-text-len 128
+        --epochs "$EPOCHS" --stage1-epochs "$EPOCHS" --lr 1e-4 --threads 1 --no-progress
+        --text-cache-file runs/cache/mvsa-single-minilm.safetensors)
+declare -A VARIANTS=(
+  [mlf]="--no-lbcl --no-dbcl"
+  [lbcl-reference]="--no-dbcl"
+  [lbcl-paper]="--no-dbcl --lbcl-form paper"
+  [dbcl]="--no-lbcl"
+  [full-reference]=""
+  [full-paper]="--lbcl-form paper"
+)
+mkdir -p runs/ablation runs/logs
+for seed in $SEEDS; do
+  for name in mlf lbcl-reference lbcl-paper dbcl full-reference full-paper; do
+    out=runs/ablation/$name-s$seed
+    [ -f "$out/metrics.jsonl" ] && [ "$(wc -l < "$out/metrics.jsonl")" -ge "$EPOCHS" ] && continue
+    # shellcheck disable=SC2086
+    .venv/bin/clmlf train "${COMMON[@]}" --seed "$seed" --out "$out" ${VARIANTS[$name]} > "runs/logs/ablation-$name-s$seed.log" 2>&1
+  done
+done

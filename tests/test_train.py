@@ -1,0 +1,149 @@
+"""clmlf train: round trip with evaluate, exact resume, determinism, bad inputs (tiny models, fixture data)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_testlib import TINY_MODEL_ARGS, make_mvsa
+
+from clmlf.checkpoint import load
+from clmlf.cli import main
+from clmlf.presets import PRESETS, get_preset
+from clmlf.train import TrainConfig
+
+torch.set_num_threads(1)
+
+EPOCH_KEYS = {"epoch", "step", "stage", "train_loss", "train_ce", "train_accuracy", "dev_accuracy",
+              "dev_f1_weighted", "dev_f1_macro", "samples_per_s", "best"}
+
+
+def _train(tmp_path, out, *extra: str) -> int:
+    return main(["train", "--preset", "mvsa-single", "--data-root", str(tmp_path / "data"), "--out", str(out),
+                 *TINY_MODEL_ARGS, "--batch-size", "8", "--lr", "1e-3", *extra])
+
+
+def _metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.fixture
+def data(tmp_path):
+    make_mvsa(tmp_path / "data", n_train=24, n_dev=9, with_images=6)
+    return tmp_path / "data"
+
+
+def test_round_trip_train_then_evaluate(tmp_path, data, capsys):
+    out = tmp_path / "run"
+    assert _train(tmp_path, out, "--epochs", "2", "--stage1-epochs", "1", "--distractor-rate", "0.5") == 0
+    records = _metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2] and [r["stage"] for r in records] == [1, 2]
+    assert all(EPOCH_KEYS <= r.keys() and "train_lbcl" in r and "train_dbcl" in r for r in records)
+    assert records[-1]["step"] == 2 * 3  # 24 samples / batch 8, two epochs
+    assert 0 < records[0]["train_distractor_share"] < 1
+    best_epoch = max(records, key=lambda r: r["dev_f1_weighted"])["epoch"]
+    for folder in ("best", "last"):
+        loaded = load(out / folder)
+        assert loaded.config.labels == ("positive", "neutral", "negative") and loaded.config.fusion_dim == 32
+    assert json.loads((out / "best" / "config.json").read_text())["extra"]["epoch"] == best_epoch
+    assert (out / "resume" / "state.json").is_file() and (out / "train_config.json").is_file()
+
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "best"), "--data-root", str(data), "--dataset", "mvsa-single",
+                 "--split", "dev", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    best = next(r for r in records if r["epoch"] == best_epoch)
+    assert result["n"] == 9
+    assert result["accuracy"] == pytest.approx(best["dev_accuracy"])
+    assert result["f1_weighted"] == pytest.approx(best["dev_f1_weighted"])
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, data):
+    common = ("--epochs", "3", "--stage1-epochs", "1", "--distractor-rate", "0.5", "--seed", "5")
+    assert _train(tmp_path, tmp_path / "straight", *common) == 0
+    assert _train(tmp_path, tmp_path / "crashed", *common, "--max-steps", "4") == 0  # stops inside epoch 2
+    assert [r["epoch"] for r in _metrics(tmp_path / "crashed")] == [1]
+    assert json.loads((tmp_path / "crashed" / "resume" / "state.json").read_text())["position"] == 8
+    assert _train(tmp_path, tmp_path / "crashed", *common, "--resume") == 0
+    straight, resumed = _metrics(tmp_path / "straight"), _metrics(tmp_path / "crashed")
+    timing = {"samples_per_s", "epoch_seconds"}
+    assert [{k: v for k, v in r.items() if k not in timing} for r in straight] == [
+        {k: v for k, v in r.items() if k not in timing} for r in resumed
+    ]
+    a, b = _weights(tmp_path / "straight" / "last"), _weights(tmp_path / "crashed" / "last")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path, data):
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        assert _train(tmp_path, tmp_path / name, "--epochs", "1", "--seed", seed, "--no-dbcl") == 0
+    a, b, c = (_weights(tmp_path / n / "last") for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("samples_per_s", "epoch_seconds")} for r in rs]  # noqa: E731
+    assert strip(_metrics(tmp_path / "a")) == strip(_metrics(tmp_path / "b"))
+    assert "train_dbcl" not in _metrics(tmp_path / "a")[0]
+
+
+def test_text_cache_gives_the_same_predictions_as_no_cache(tmp_path, data):
+    assert _train(tmp_path, tmp_path / "cached", "--epochs", "1", "--no-dbcl", "--no-lbcl", "--text-cache-file",
+                  str(tmp_path / "c.safetensors")) == 0
+    assert (tmp_path / "c.safetensors").is_file()
+    assert _train(tmp_path, tmp_path / "plain", "--epochs", "1", "--no-dbcl", "--no-lbcl", "--no-text-cache") == 0
+    cached, plain = _metrics(tmp_path / "cached")[0], _metrics(tmp_path / "plain")[0]
+    assert cached["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-2)
+
+
+def test_presets_carry_the_published_recipe_and_can_be_overridden(tmp_path):
+    assert (PRESETS["mvsa-single"].fusion_layers, PRESETS["mvsa-single"].image_layers) == (3, 2)
+    assert (PRESETS["mvsa-multiple"].fusion_layers, PRESETS["mvsa-multiple"].batch_size) == (4, 64)
+    assert (PRESETS["hfm"].fusion_layers, PRESETS["hfm"].image_layers, PRESETS["hfm"].batch_size) == (5, 1, 128)
+    assert get_preset("twitter15").aspect and PRESETS["mvsa-single"].epochs == 50
+    cfg = TrainConfig(preset="hfm", data_root=tmp_path, out=tmp_path)
+    assert (cfg.batch_size, cfg.temperature, cfg.stage1_epochs, cfg.selection_metric) == (128, 0.07, 20, "f1_macro")
+    cfg = TrainConfig(preset="hfm", data_root=tmp_path, out=tmp_path, batch_size=4, epochs=3, stage1_epochs=3)
+    assert (cfg.batch_size, cfg.epochs) == (4, 3) and cfg.text_frozen_throughout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--preset", "nope"], "invalid choice"),
+        (["--epochs", "0"], "epochs"),
+        (["--batch-size", "-1"], "batch-size"),
+        (["--distractor-rate", "2"], "distractor-rate"),
+        (["--fusion-dim", "33"], "fusion"),
+        (["--resume"], "no resume state"),
+        (["--device", "cuda"], "cuda"),
+        (["--text-encoder", "/no/such/encoder"], "text encoder"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(tmp_path, data, capsys, args, needle):
+    if args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    argv = ["train", "--preset", "mvsa-single", "--data-root", str(data), "--out", str(tmp_path / "o"),
+            "--text-encoder", "tiny-random-bert", "--image-encoder", "tiny-cnn", "--fusion-dim", "32",
+            "--no-progress", "--epochs", "1", *args]
+    if args[0] == "--preset":
+        argv[1:3] = args
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert needle in err[-1] and err[-1].startswith("clmlf") and "error:" in err[-1]
+
+
+def test_malformed_data_exits_2_naming_the_file(tmp_path, data, capsys):
+    bad = data / "MVSA-single" / "10-flod-1" / "dev.json"
+    bad.write_text('[{"id": "1", "text": "x", "emotion_label": "happy"}]')
+    with pytest.raises(SystemExit) as exit_info:
+        _train(tmp_path, tmp_path / "o", "--epochs", "1")
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(bad) in last and "entry 0" in last
