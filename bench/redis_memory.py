@@ -15,8 +15,20 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Iterable, Iterator
 
 from tqdm import tqdm
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,9 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         used = int(client.info("memory")["used_memory"]) - base
         marker = client.memory_usage(store.keys.seen("post-000000000000"))
         result = client.memory_usage(store.keys.result("post-000000000000"))
+        # Split the total: drop the result keys (they expire after 2 days; the markers stay 35).
+        for keys in _chunks(client.scan_iter(match=store.keys.result("*"), count=1000), 1000):
+            client.unlink(*keys)
+        without_results = int(client.info("memory")["used_memory"]) - base
         report = {
             "posts": args.posts, "topics": args.topics, "used_memory_bytes": used,
             "bytes_per_post": round(used / args.posts, 1), "marker_key_bytes": marker, "result_key_bytes": result,
+            "result_bytes_per_post": round((used - without_results) / args.posts, 1),
+            "marker_and_aggregates_bytes_per_post": round(without_results / args.posts, 1),
             "redis_version": client.info("server")["redis_version"], "machine": platform.platform(),
             "seen_ttl_days": round(store.seen_ttl / 86400, 2),
             "result_ttl_days": round((store.result_ttl or store.bucket_ttl) / 86400, 2),
