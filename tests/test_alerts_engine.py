@@ -243,3 +243,16 @@ def test_webhook_failure_does_not_raise():
     assert notifier.send([alert]) is False
     assert alertmanager_payload([alert])["alerts"][0]["labels"]["topic"] == "t"
     notifier.close()
+
+
+def test_engine_exports_through_a_callers_existing_gauge(sim):
+    from prometheus_client import Gauge
+
+    registry = CollectorRegistry()
+    gauge = Gauge("clmlf_alert_active", "firing trend alerts", ["topic", "kind"], registry=registry)
+    sim.engine = AlertEngine(sim.store, AlertConfig(), gauge=gauge)
+    for _ in range(60):
+        sim.minute("brand", 30, STEADY, evaluate=False)
+    for _ in range(3):
+        sim.minute("brand", 40, {"negative": 0.9, "neutral": 0.05, "positive": 0.05})
+    assert registry.get_sample_value("clmlf_alert_active", {"topic": "brand", "kind": "negative_share"}) == 1.0
