@@ -208,3 +208,17 @@ def test_concurrent_writers_with_overlapping_ids_count_exactly(store):
     counts = store.window_counts("brand", 60, now)
     assert sum(new_counts) == len(covered) == counts.total
     assert counts.counts["negative"] == sum(int(p) % 2 for p in covered)
+
+
+def test_write_survives_a_script_cache_flush(redis_server):
+    """EVALSHA falls back to loading the script again (private server: the flush is global)."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = SentimentStore(client, prefix="flush")
+    now = hour_base() + 30
+    assert store.record([(result("f1", "positive"), now)], now=now) == [True]
+    client.script_flush()
+    assert store.record([(result("f2", "positive"), now), (result("f1", "positive"), now)], now=now) == [True, False]
+    client.script_flush()
+    big = [(result(f"b{i}", "neutral"), now) for i in range(1200)]  # several scripts in one pipeline
+    assert sum(store.record(big, now=now)) == 1200
+    assert store.window_counts("brand", 60, now).total == 1202
