@@ -325,11 +325,14 @@ def test_image_egress_cannot_reach_private_or_metadata_addresses(base: list[dict
     consumer = _policy(base, "clmlf-consumer")
     web = [rule for rule in consumer["egress"] if _ports([rule]) == {80, 443}]
     assert len(web) == 1
-    block = web[0]["to"][0]["ipBlock"]
-    excluded = [ipaddress.ip_network(c) for c in block["except"]]
-    for address in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1"):
+    blocks = [peer["ipBlock"] for peer in web[0]["to"]]
+    assert {b["cidr"] for b in blocks} == {"0.0.0.0/0", "::/0"}
+    excluded = [ipaddress.ip_network(c) for b in blocks for c in b["except"]]
+    for address in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "100.64.0.1",
+                    "fd00::1", "fe80::1", "::1", "::ffff:10.0.0.1"):
         assert any(ipaddress.ip_address(address) in net for net in excluded), address
-    assert not any(ipaddress.ip_address("93.184.216.34") in net for net in excluded)
+    for public in ("93.184.216.34", "2606:2800:220:1::1"):
+        assert not any(ipaddress.ip_address(public) in net for net in excluded), public
 
 
 # ------------------------------------------------------------------ scaling bounds
