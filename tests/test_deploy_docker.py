@@ -272,3 +272,39 @@ def test_healthcheck_script_fails_when_nothing_listens() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     assert _load_healthcheck().check(f"http://127.0.0.1:{port}/healthz", timeout=1.0) == 1
+
+
+# ------------------------------------------------------------------ what `pip install .` puts in the image
+
+@pytest.mark.slow
+def test_wheel_installed_by_the_images_carries_every_package_data_file(tmp_path: Path) -> None:
+    """The runtime image has no source tree: data files (embedded model, Lua scripts, ...) must be in the wheel."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    # Build from a copy of exactly what the Dockerfiles COPY (setuptools writes build/ next to the source).
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, source / name)
+    for package in ("clmlf", "consumers", "monitor"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
+         str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, check=False, timeout=240, cwd=tmp_path,
+    )
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("clmlf_monitor-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        p.relative_to(REPO).as_posix()
+        for package in ("clmlf", "consumers", "monitor")
+        for p in (REPO / package).rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    }
+    assert expected, "no package data found at all: the scan is broken"
+    assert expected - names == set(), "package data missing from the wheel (pyproject package-data patterns)"
+    assert {"clmlf/cli.py", "monitor/cli.py", "consumers/commands/run.py"} <= names
