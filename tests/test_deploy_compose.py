@@ -228,3 +228,13 @@ def test_prometheus_config_with_the_project_rules_passes_promtool(tmp_path: Path
     done = subprocess.run(["promtool", "check", "config", str(path)], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout and "rules found" in done.stdout
+
+
+def test_long_running_monitor_services_have_a_matching_healthcheck(compose: dict[str, Any]) -> None:
+    image_default = "http://127.0.0.1:9100/healthz"  # deploy/docker/healthcheck.py DEFAULT_URL
+    assert image_default in (DEPLOY / "docker/healthcheck.py").read_text()
+    for name, port in (("monitor-run", "9100"), ("monitor-api", "8080"), ("monitor-alerter", "9101")):
+        service = compose["services"][name]
+        assert service["healthcheck"]["test"] == ["CMD", "python", "/usr/local/bin/clmlf-healthcheck"], name
+        url = service["environment"].get("CLMLF_HEALTHCHECK_URL", image_default)
+        assert url.startswith(f"http://127.0.0.1:{port}/"), (name, url)
