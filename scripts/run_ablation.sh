@@ -3,7 +3,7 @@
 # Usage: scripts/run_ablation.sh DATA_ROOT [EPOCHS] [SEEDS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:?data root}; EPOCHS=${2:-5}; shift 2 || true; SEEDS=${*:-0}
+DATA=${1:?data root}; EPOCHS=${2:-3}; shift 2 || true; SEEDS=${*:-0}
 COMMON=(--preset mvsa-single --data-root "$DATA" --no-images --fusion-dim 256 --max-text-len 128
         --epochs "$EPOCHS" --stage1-epochs "$EPOCHS" --lr 1e-4 --threads 1 --no-progress
         --text-cache-file runs/cache/mvsa-single-minilm.safetensors)
@@ -20,7 +20,9 @@ for seed in $SEEDS; do
   for name in mlf lbcl-reference lbcl-paper dbcl full-reference full-paper; do
     out=runs/ablation/$name-s$seed
     [ -f "$out/metrics.jsonl" ] && [ "$(wc -l < "$out/metrics.jsonl")" -ge "$EPOCHS" ] && continue
+    resume=(); [ -f "$out/resume/state.json" ] && resume=(--resume)
     # shellcheck disable=SC2086
-    .venv/bin/clmlf train "${COMMON[@]}" --seed "$seed" --out "$out" ${VARIANTS[$name]} > "runs/logs/ablation-$name-s$seed.log" 2>&1
+    .venv/bin/clmlf train "${COMMON[@]}" --seed "$seed" --out "$out" ${VARIANTS[$name]} "${resume[@]}" \
+      >> "runs/logs/ablation-$name-s$seed.log" 2>&1
   done
 done
