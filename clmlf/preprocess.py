@@ -43,11 +43,12 @@ class Preprocessor:
     def tokenize(self, texts: Sequence[str], aspects: Sequence[str | None] | None = None) -> dict[str, Tensor]:
         """``input_ids``, ``attention_mask``, ``token_type_ids`` [B, L], padded to the longest in the batch.
 
-        With aspects (or an aspect-based config) the input is ``[CLS] sentence [SEP] aspect [SEP]``;
-        a missing aspect becomes the empty string. Truncation keeps at most ``max_text_len`` pieces.
+        For an aspect-based config the input is ``[CLS] sentence [SEP] aspect [SEP]`` (a missing
+        aspect becomes the empty string); other configs ignore ``aspects``, as their model was trained
+        without them. Truncation keeps at most ``max_text_len`` pieces.
         """
         texts = list(texts)
-        use_aspects = self.config.aspect or (aspects is not None and any(a is not None for a in aspects))
+        use_aspects = self.config.aspect
         second = None
         if use_aspects:
             aspects = list(aspects) if aspects is not None else [None] * len(texts)

@@ -49,10 +49,25 @@ def test_empty_input(predictor: Predictor) -> None:
     assert predictor.predict([]) == []
 
 
-def test_aspect_items(predictor: Predictor) -> None:
+def test_aspect_ignored_by_a_non_aspect_model(predictor: Predictor) -> None:
     with_aspect = predictor.predict([InferenceItem("screen good, battery bad", aspect="battery")])[0]
-    other_aspect = predictor.predict([InferenceItem("screen good, battery bad", aspect="screen")])[0]
-    assert with_aspect.scores != other_aspect.scores
+    without = predictor.predict([InferenceItem("screen good, battery bad")])[0]
+    assert with_aspect.scores == without.scores
+
+
+def test_aspect_model_uses_the_aspect(tmp_path: Path) -> None:
+    from clmlf.checkpoint import save_checkpoint
+    from clmlf.model import CLMLF
+    from clmlf.tiny import tiny_config
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = CLMLF(tiny_config().model_copy(update={"aspect": True})).eval()
+    path = save_checkpoint(model, model.text_encoder.tokenizer, tmp_path / "aspect")
+    aspect_predictor = Predictor(load(path), device="cpu")
+    battery = aspect_predictor.predict([InferenceItem("screen good, battery bad", aspect="battery")])[0]
+    screen = aspect_predictor.predict([InferenceItem("screen good, battery bad", aspect="screen")])[0]
+    assert battery.scores != screen.scores
 
 
 def test_model_name_has_weights_hash(predictor: Predictor, tiny_checkpoint: Path) -> None:

@@ -49,7 +49,8 @@ def test_truncates_to_max_text_len(pre: Preprocessor) -> None:
     assert batch["input_ids"][0, -1].item() == pre.tokenizer.sep_token_id
 
 
-def test_aspect_form(pre: Preprocessor) -> None:
+def test_aspect_form(tokenizer) -> None:
+    pre = Preprocessor(ModelConfig(aspect=True), tokenizer)
     batch = pre.tokenize(["the screen is great but battery bad"], aspects=["battery"])
     ids = batch["input_ids"][0].tolist()
     sep = pre.tokenizer.sep_token_id
@@ -58,6 +59,12 @@ def test_aspect_form(pre: Preprocessor) -> None:
     types = batch["token_type_ids"][0].tolist()
     assert set(types[: first_sep + 1]) == {0} and set(types[first_sep + 1 :]) == {1}
     assert pre.tokenizer.decode(ids[first_sep + 1 : -1]) == "battery"
+
+
+def test_non_aspect_config_ignores_aspects(pre: Preprocessor) -> None:
+    plain = pre.tokenize(["battery is bad"])
+    with_aspect = pre.tokenize(["battery is bad"], aspects=["battery"])
+    assert torch.equal(plain["input_ids"], with_aspect["input_ids"])
 
 
 def test_aspect_config_with_missing_aspects(tokenizer) -> None:
