@@ -201,7 +201,7 @@ def _hf_text_encoder(config: ModelConfig) -> TextEncoder:
     source = config.text_encoder
     try:
         return TextEncoder(_load_hf_backbone(source), _load_tokenizer(source), builtin_weights=False)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # not found locally / not a model directory
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EncoderError(
             f"text encoder {source!r} is not a registered name ({', '.join(sorted(_TEXT_ENCODERS))}) "

@@ -187,3 +187,25 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture) -> None:
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "examples:" in text and "clmlf predict --input" in text and "CLMLF_CHECKPOINT" in text
+
+
+def test_real_entry_point_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> None:
+    """``python -m clmlf.cli predict`` as users run it: exit codes, one-line errors, output file."""
+    import subprocess
+
+    def clmlf(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "clmlf.cli", "predict", *argv], capture_output=True,
+                              text=True, cwd=REPO, timeout=120, check=False)
+
+    missing = clmlf("--input", str(tmp_path / "missing.jsonl"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [f"clmlf: error: --input: file not found: {tmp_path / 'missing.jsonl'}"]
+
+    source = tmp_path / "posts.jsonl"
+    source.write_text(json.dumps({"id": "x", "text": "acme!"}) + "\n{broken\n")
+    out = tmp_path / "out.jsonl"
+    done = clmlf("--input", str(source), "--checkpoint", str(tiny_checkpoint), "--output", str(out))
+    assert done.returncode == 0, done.stderr
+    results = read_lines(out)
+    assert results[0]["id"] == "x" and results[1]["error"]["reason"] == "invalid_json"
+    assert "line 2: skipped, invalid_json" in done.stderr
