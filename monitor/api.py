@@ -93,6 +93,7 @@ def create_app(store: SentimentStore, alerts: AlertEngine | None = None, token: 
         description="Topic sentiment aggregated from the CLMLF streaming monitor, and trend alerts.",
     )
     expected = token.encode() if token else None
+    engine = alerts or AlertEngine(store)
     max_window = float(store.hourly_ttl)
 
     def authorize(request: Request) -> None:
@@ -158,7 +159,6 @@ def create_app(store: SentimentStore, alerts: AlertEngine | None = None, token: 
     def list_recent_alerts(
         active: bool = False, limit: Annotated[int, Query(ge=1, le=1000)] = 50
     ) -> dict[str, Any]:
-        engine = alerts or AlertEngine(store)
         found = engine.active() if active else list_alerts(store, limit)
         return {"alerts": alerts_json(found[:limit])}
 

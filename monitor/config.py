@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic_core import PydanticCustomError
 
 from clmlf.settings import env_default, parse_duration, redact_url
 
@@ -47,17 +48,19 @@ class RedisSettings(BaseModel):
     @classmethod
     def _url_ok(cls, value: Any) -> Any:
         if value is None or value == "":
-            raise ValueError("Redis URL required (--redis or REDIS_URL)")
+            raise PydanticCustomError("redis_url", "Redis URL required (--redis or REDIS_URL)")
         text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
         if not text.startswith(REDIS_SCHEMES):
-            raise ValueError(f"must start with redis://, rediss:// or unix:// (got {redact_url(text)})")
+            raise PydanticCustomError(
+                "redis_url", "must start with redis://, rediss:// or unix:// (got {url})", {"url": redact_url(text)}
+            )
         return value
 
     @field_validator("prefix")
     @classmethod
     def _prefix_ok(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value) or len(value) > 64:
-            raise ValueError("must be 1..64 characters without spaces")
+            raise PydanticCustomError("redis_prefix", "must be 1..64 characters without spaces")
         return value
 
     @property

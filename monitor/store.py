@@ -15,11 +15,12 @@ pipelined round trip.  The key layout is in :mod:`monitor.keys` and docs/redis.m
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Literal
 
@@ -282,7 +283,7 @@ class SentimentStore:
         now = time.time() if now is None else now
         start, end = self.window_bounds(window_seconds, now)
         counts = self.range_counts_many(topics, start, end, now)
-        return {t: _with_window(c, int(round(window_seconds))) for t, c in counts.items()}
+        return {t: replace(c, window_seconds=int(round(window_seconds))) for t, c in counts.items()}
 
     def window_counts(self, topic: str, window_seconds: float, now: float | None = None) -> WindowCounts:
         """Counts by label of ``topic`` for posts whose event time lies in the last window."""
@@ -318,7 +319,7 @@ class SentimentStore:
             s = start + i * step
             series.append(_sum_hashes(topic, replies[pos : pos + len(plan)], known_labels, s, s + step))
             pos += len(plan)
-        return [_with_window(c, step) for c in series]
+        return series
 
     def topics(self, active_since: float | None = None) -> list[tuple[str, float]]:
         """Topics with their newest counted event time, newest first (optionally only recent ones)."""
@@ -331,14 +332,10 @@ class SentimentStore:
 
     def recent(self, topic: str, limit: int = 20) -> list[dict[str, Any]]:
         """The newest stored results of ``topic`` (newest first)."""
-        import json
-
         rows = self.redis_client.lrange(self.keys.recent(topic), 0, max(0, limit - 1))
         return [json.loads(row) for row in rows]
 
     def get_result(self, post_id: str) -> dict[str, Any] | None:
-        import json
-
         raw = self.redis_client.get(self.keys.result(post_id))
         return None if raw is None else json.loads(raw)
 
@@ -366,15 +363,4 @@ def _sum_hashes(
         counts={label: totals.get(label, 0) for label in labels},
         start=start,
         end=end,
-    )
-
-
-def _with_window(counts: WindowCounts, window_seconds: int) -> WindowCounts:
-    return WindowCounts(
-        topic=counts.topic,
-        window_seconds=window_seconds,
-        total=counts.total,
-        counts=counts.counts,
-        start=counts.start,
-        end=counts.end,
     )

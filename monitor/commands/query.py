@@ -8,6 +8,7 @@ import sys
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from clmlf.posts import MAX_TOPIC_CHARS
 from clmlf.settings import build_config
@@ -37,7 +38,7 @@ class QueryConfig(BaseModel):
     @model_validator(mode="after")
     def _one_target(self) -> QueryConfig:
         if (self.topic is None) == (not self.all_topics):
-            raise ValueError("give exactly one of --topic T or --all")
+            raise PydanticCustomError("target", "give exactly one of --topic T or --all")
         return self
 
 
