@@ -102,6 +102,12 @@ class _Freezable(nn.Module):
             param.requires_grad_(False)
         super().train(False)
 
+    def unfreeze(self) -> None:
+        """Trainable again (e.g. stage 2 of the recipe); the parent's ``train()`` sets the mode."""
+        self.frozen = False
+        for param in self.parameters():
+            param.requires_grad_(True)
+
     def train(self, mode: bool = True) -> _Freezable:
         return super().train(mode and not self.frozen)
 

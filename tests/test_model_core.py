@@ -211,6 +211,16 @@ def test_frozen_text_encoder() -> None:
     assert all(not p.requires_grad for p in model.text_encoder.parameters())
 
 
+def test_unfreeze_makes_an_encoder_trainable_again() -> None:
+    model = CLMLF(tiny_config().model_copy(update={"freeze_text_encoder": True}))
+    model.text_encoder.unfreeze()
+    model.train()
+    assert model.text_encoder.training
+    assert all(p.requires_grad for p in model.text_encoder.parameters())
+    model.eval()
+    assert not model.text_encoder.training
+
+
 def test_token_type_ids_are_used(model: CLMLF) -> None:
     batch = make_batch(model, ["acme battery life"], [False])
     other = dict(batch)
