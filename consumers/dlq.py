@@ -22,6 +22,9 @@ from typing import Any
 from consumers.offsets import PartitionLease
 
 REASON_HEADER = "clmlf-dlq-reason"
+# Original bytes kept in an envelope; larger values are cut (base64 inflates 4/3, and brokers
+# default to 1 MB messages), so a giant record can never block its partition.
+MAX_KEPT_VALUE_BYTES = 512 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -30,8 +33,18 @@ def _b64(data: bytes | None) -> str | None:
 
 
 def dlq_envelope(*, value: bytes | None, key: bytes | None, reason: str, detail: str, topic: str,
-                 partition: int, offset: int, timestamp_ms: int | None) -> bytes:
-    """The JSON dead-letter envelope (UTF-8 bytes)."""
+                 partition: int, offset: int, timestamp_ms: int | None,
+                 max_value_bytes: int = MAX_KEPT_VALUE_BYTES) -> bytes:
+    """The JSON dead-letter envelope (UTF-8 bytes).
+
+    ``value_b64`` holds the original value, or its first ``max_value_bytes``
+    bytes when longer (then ``value_truncated`` is true; ``value_bytes`` is
+    always the original length).
+    """
+    size = None if value is None else len(value)
+    truncated = value is not None and len(value) > max_value_bytes
+    if truncated:
+        value = value[:max_value_bytes]
     envelope = {
         "reason": reason,
         "detail": detail,
@@ -41,6 +54,8 @@ def dlq_envelope(*, value: bytes | None, key: bytes | None, reason: str, detail:
         "timestamp_ms": timestamp_ms,
         "key_b64": _b64(key),
         "value_b64": _b64(value),
+        "value_bytes": size,
+        "value_truncated": truncated,
         "dead_lettered_at_ms": int(time.time() * 1000),
     }
     return json.dumps(envelope, separators=(",", ":")).encode("utf-8")
@@ -54,6 +69,7 @@ class _Pending:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
+    minimal: bytes  # the same envelope without the original value, for when the full one is refused
     future: Any = None
     retry_at: float = 0.0
     attempts: int = 0
@@ -75,9 +91,11 @@ class DeadLetterWriter:
     def submit(self, lease: PartitionLease, *, dlq_topic: str, source_topic: str, partition: int, offset: int,
                key: bytes | None, value: bytes | None, timestamp_ms: int | None, reason: str,
                detail: str) -> None:
-        envelope = dlq_envelope(value=value, key=key, reason=reason, detail=detail, topic=source_topic,
-                                partition=partition, offset=offset, timestamp_ms=timestamp_ms)
-        item = _Pending(lease, offset, dlq_topic, key, envelope, [(REASON_HEADER, reason.encode())])
+        fields = dict(key=key, reason=reason, detail=detail, topic=source_topic, partition=partition,
+                      offset=offset, timestamp_ms=timestamp_ms)
+        envelope = dlq_envelope(value=value, **fields)
+        minimal = dlq_envelope(value=value, max_value_bytes=0, **fields)
+        item = _Pending(lease, offset, dlq_topic, key, envelope, [(REASON_HEADER, reason.encode())], minimal)
         self._send(item)
         self._pending.append(item)
 
@@ -91,6 +109,11 @@ class DeadLetterWriter:
 
     def _failed(self, item: _Pending, exc: BaseException | None) -> None:
         self._on_error()
+        if exc is not None and getattr(exc, "retriable", True) is False and item.value is not item.minimal:
+            log.warning("dead letter refused (%s): resending it without the original value", exc)
+            item.value = item.minimal
+            item.retry_at = 0.0
+            return
         item.retry_at = time.monotonic() + min(self._max_backoff, 0.2 * 2 ** min(item.attempts, 10))
         log.warning("dead-letter send failed (attempt %d), will retry: %s", item.attempts, exc)
 

@@ -26,7 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka import TopicPartition
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
@@ -58,18 +59,46 @@ class LoopSettings:
     poll_timeout_ms: int = 100
 
 
-class _Rebalance(ConsumerRebalanceListener):
+class _Rebalance(AsyncConsumerRebalanceListener):
+    """Rebalance hooks.  kafka-python 3 runs them on its IO thread while the loop thread is
+    blocked in ``poll()``/``close()``, so they may touch the tracker; they must not call
+    blocking consumer APIs, hence the awaited commit."""
+
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self._pipeline.on_revoked(list(revoked), commit=True)
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        partitions = list(revoked)
+        points = self._pipeline.revoke_commit_points(partitions)
+        if points:
+            ok = await _commit_from_listener(self._pipeline.consumer, points)
+            self._pipeline.revoke_committed(points if ok else {})
+        self._pipeline.on_revoked(partitions, lost=False)
 
-    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self._pipeline.on_revoked(list(lost), commit=False)
+    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._pipeline.on_revoked(list(lost), lost=True)
 
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self._pipeline.on_assigned(list(assigned))
+
+
+async def _commit_from_listener(consumer: Any, points: dict[TopicPartition, int]) -> bool:
+    """Commit inside a rebalance listener (on the client's IO loop), waiting for the answer.
+
+    kafka-python 3 has no public awaitable commit; its coordinator's
+    ``_commit_offsets_sync_async`` is what ``commit()`` runs.  Where a client
+    lacks it, the commit is only sent (``commit_offsets_async``).
+    """
+    offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in points.items()}
+    coordinator = consumer._coordinator
+    try:
+        if hasattr(coordinator, "_commit_offsets_sync_async"):
+            await coordinator._commit_offsets_sync_async(offsets, timeout_ms=5000)
+            return True
+        coordinator.commit_offsets_async(offsets)
+    except Exception as exc:  # the new owner re-reads from the last commit: duplicates, never loss
+        log.warning("commit on revoke failed (the next owner redoes that work): %s", exc)
+    return False
 
 
 class Pipeline:
@@ -96,6 +125,7 @@ class Pipeline:
         self._last_commit = 0.0
         self._last_lag = 0.0
         self._last_activity = time.monotonic()
+        self._joined = False
 
     # ----------------------------------------------------------------- probes
 
@@ -122,18 +152,26 @@ class Pipeline:
         self.consumer.subscribe([self.settings.topic], listener=_Rebalance(self))
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        if not self._joined:
+            self._joined = True
+            self._last_activity = time.monotonic()  # the idle clock starts once the group is joined
         for tp in partitions:
             self.tracker.assign(tp)
         self._paused = False  # a fresh assignment starts unpaused; step 3 re-applies backpressure
         self.metrics.assigned_partitions.set(len(self.tracker.partitions))
         log.info("assigned %s", _names(partitions))
 
-    def on_revoked(self, partitions: list[TopicPartition], commit: bool) -> None:
+    def revoke_commit_points(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Finished work of partitions about to be revoked, as commit points."""
+        self._collect()
+        return self.tracker.commit_points(partitions)
+
+    def revoke_committed(self, points: dict[TopicPartition, int]) -> None:
+        self.tracker.committed(points)
+
+    def on_revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         if not partitions:
             return
-        self._collect()
-        if commit:
-            self._commit(partitions)
         dropped = self.tracker.revoke(partitions)
         for tp in partitions:
             try:
@@ -142,7 +180,7 @@ class Pipeline:
                 pass
         self.metrics.assigned_partitions.set(len(self.tracker.partitions))
         log.info("%s %s (%d unfinished posts dropped, redelivered to the next owner)",
-                 "revoked" if commit else "lost", _names(partitions), dropped)
+                 "lost" if lost else "revoked", _names(partitions), dropped)
 
     # ------------------------------------------------------------------ loop
 
@@ -284,9 +322,9 @@ class Pipeline:
 
     def _idle_expired(self) -> bool:
         limit = self.settings.exit_when_idle
-        if limit is None:
+        if limit is None or not self._joined:
             return False
-        if self.tracker.pending() or len(self.dlq):
+        if self.tracker.pending() or len(self.dlq) or self.tracker.commit_points():
             self._last_activity = time.monotonic()
             return False
         return time.monotonic() - self._last_activity >= limit
@@ -303,10 +341,13 @@ class Pipeline:
             self._iteration(poll=False)
             time.sleep(0.01)
         self._collect()
-        self._commit()
+        committed = self._commit()
         left = self.tracker.pending()
         if left:
-            log.warning("grace period over: %d posts left uncommitted (redelivered on restart)", left)
+            log.warning("grace period over: %d posts left unfinished (redelivered on restart)", left)
+        elif not committed:
+            log.warning("stopped, but the last commit failed: finished posts are redelivered on restart "
+                        "(counted once: the Redis write is idempotent)")
         else:
             log.info("stopped cleanly; offsets committed")
         return 0

@@ -76,7 +76,7 @@ def test_sigkill_mid_stream_then_restart_counts_exactly_n(tmp_path, broker, redi
     posts = make_posts(n)
     store = store_for(redis_server.url, unique_name)
     victim = member(tmp_path, "victim", broker, redis_server.url, topic, "g", unique_name, tiny_checkpoint,
-                    "--max-batch", "8")
+                    "--max-batch", "1", "--max-in-flight", "4")
     produce(broker.bootstrap, topic, posts)
     wait_until(lambda: counted_total(store, "brand") >= 20, 60, "the first posts to be counted")
     victim.kill()

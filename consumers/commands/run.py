@@ -45,6 +45,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from clmlf.settings import setup_logging
 
     setup_logging(config.log_level)
+    from consumers import log_throttle
+
+    log_throttle.install()
     log = logging.getLogger("clmlf.run")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
