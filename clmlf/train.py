@@ -450,14 +450,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     collate_eval = BatchCollator(pre)
     order = EpochOrder(len(train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank, world=dist_info.world)
 
-    objective: nn.Module = TrainingObjective(model, cfg)
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        objective = DistributedDataParallel(
-            objective, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
-        )
-    step_fn = torch.compile(objective) if cfg.compile else objective
+    objective = TrainingObjective(model, cfg)
+    step_fn: nn.Module | None = None
 
     cache = None
     if cfg.cache_text and state["epoch"] < cfg.stage1_epochs:
@@ -476,6 +470,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             _freeze_text(model)
             if cache is not None and not cache.installed:
                 cache.install(model.text_encoder)
+        if step_fn is None or text_trainable != getattr(step_fn, "_text_trainable", None):
+            # (Re)wrap when the trainable set changes: DDP registers only parameters that need gradients.
+            step_fn = _wrap_for_training(objective, cfg, dist_info, device)
+            step_fn._text_trainable = text_trainable
         train_set.set_epoch(epoch)
         order.set_epoch(epoch, start=state["position"])
         # Own generator: creating the iterator must not draw from the global RNG (exact resume).
@@ -566,6 +564,21 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cache is not None:
         cache.uninstall()
     return TrainResult(out=out, best_epoch=state["best_epoch"], best_score=state["best_score"], history=history)
+
+
+def _wrap_for_training(objective: nn.Module, cfg: TrainConfig, dist_info: _Dist, device: torch.device) -> nn.Module:
+    """DDP under torchrun, then torch.compile if asked."""
+    wrapped = objective
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        wrapped = DistributedDataParallel(
+            objective,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # Image-side layers get no gradient in a batch without photos; heads idle when a loss is off.
+            find_unused_parameters=True,
+        )
+    return torch.compile(wrapped) if cfg.compile else wrapped
 
 
 def _prefilled_cache(cfg: TrainConfig, model: nn.Module, pre, train_samples, dev_samples, dist_info: _Dist):

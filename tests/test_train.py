@@ -147,3 +147,31 @@ def test_malformed_data_exits_2_naming_the_file(tmp_path, data, capsys):
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(bad) in last and "entry 0" in last
+
+
+def test_two_process_ddp_on_cpu_with_gloo(tmp_path, data):
+    """torchrun, 2 ranks, gloo: one metrics line per epoch (rank 0 writes), a loadable best checkpoint."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    done = subprocess.run(
+        [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
+         "-m", "clmlf.cli", "train", "--preset", "mvsa-single", "--data-root", str(data), "--out", str(out),
+         *TINY_MODEL_ARGS, "--batch-size", "4", "--epochs", "2", "--stage1-epochs", "1"],
+        capture_output=True, text=True, timeout=240, env=env, check=False,
+    )
+    assert done.returncode == 0, done.stderr[:3000]
+    records = _metrics(out)
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert records[-1]["step"] == 2 * 3  # 24 samples over 2 ranks x 4 per step = 3 steps per epoch
+    assert done.stderr.count("done: best dev") == 1
+    assert load(out / "best").config.fusion_dim == 32

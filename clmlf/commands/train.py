@@ -124,6 +124,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def run_training(config, parser: argparse.ArgumentParser) -> int:
     """Run and turn expected failures (bad data, bad encoder, no resume state) into one-line exit 2."""
     import logging
+    import os
 
     from clmlf.data import DataFormatError
     from clmlf.encoders import EncoderError
@@ -133,8 +134,9 @@ def run_training(config, parser: argparse.ArgumentParser) -> int:
         result = train(config)
     except (DataFormatError, EncoderError, FileNotFoundError, ValueError) as exc:
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
-    logging.getLogger("clmlf.train").info(
-        "done: best dev %s %.4f at epoch %d -> %s", config.selection_metric, result.best_score, result.best_epoch,
-        result.out / "best",
-    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        logging.getLogger("clmlf.train").info(
+            "done: best dev %s %.4f at epoch %d -> %s", config.selection_metric, result.best_score,
+            result.best_epoch, result.out / "best",
+        )
     return 0
