@@ -9,8 +9,8 @@ never counted twice, also with many concurrent writers.
 
 Read path: a window is a run of whole buckets ending with the bucket that holds
 ``now``; its counts are summed from minute buckets (short windows, edges) and
-hourly roll-ups (the full hours inside long windows), all fetched in one
-pipelined round trip.  The key layout is in :mod:`monitor.keys` and docs/redis.md.
+hourly roll-ups (the full hours inside long windows), inside Redis by one Lua
+script (``monitor/lua/sum_hashes.lua``) in one round trip.  The key layout is in :mod:`monitor.keys` and docs/redis.md.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ DEFAULT_HOURLY_TTL = 35 * 86400  # hourly roll-ups: 35 days
 DEFAULT_RECENT_PER_TOPIC = 100
 DEFAULT_FUTURE_SKEW = 120.0  # event times up to 2 minutes ahead of the clock are accepted
 MAX_POSTS_PER_SCRIPT = 500  # larger batches go as several scripts in one pipeline
+MAX_KEYS_PER_SCRIPT = 5000  # bounds how long one read script holds Redis (a few ms)
 
 EventWindow = Literal["ok", "future", "expired"]
 PREFERRED_LABEL_ORDER = ("positive", "neutral", "negative")
@@ -153,8 +154,9 @@ class SentimentStore:
         if not self.prefix or any(c.isspace() for c in self.prefix):
             raise ValueError("prefix must be a non-empty string without spaces")
         self.keys = KeyLayout(self.prefix)
-        source = resources.files("monitor.lua").joinpath("record.lua").read_text(encoding="utf-8")
-        self._record_script = self.redis_client.register_script(source)
+        lua = resources.files("monitor.lua")
+        self._record_script = self.redis_client.register_script(lua.joinpath("record.lua").read_text("utf-8"))
+        self._sum_script = self.redis_client.register_script(lua.joinpath("sum_hashes.lua").read_text("utf-8"))
 
     # ------------------------------------------------------------------ write path
 
@@ -259,22 +261,34 @@ class SentimentStore:
         """Counts of several topics over ``[start, end)`` (bucket-aligned) in one round trip."""
         now = time.time() if now is None else now
         plan = plan_range(start, end, self.bucket_seconds, self._minute_floor(now))
-        pipe = self.redis_client.pipeline(transaction=False)
-        pipe.smembers(self.keys.labels)
-        for topic in topics:
-            for part in plan:
-                pipe.hgetall(self._part_key(topic, part))
-        replies = pipe.execute()
-        known_labels = order_labels(replies[0])
-        out: dict[str, WindowCounts] = {}
-        pos = 1
-        for topic in topics:
-            out[topic] = _sum_hashes(topic, replies[pos : pos + len(plan)], known_labels, start, end)
-            pos += len(plan)
-        return out
+        labels, sums = self._sum_groups([[self._part_key(topic, part) for part in plan] for topic in topics])
+        return {topic: _window(topic, totals, labels, start, end) for topic, totals in zip(topics, sums, strict=True)}
 
     def range_counts(self, topic: str, start: int, end: int, now: float | None = None) -> WindowCounts:
         return self.range_counts_many([topic], start, end, now)[topic]
+
+    def _sum_groups(self, groups: Sequence[Sequence[str]]) -> tuple[list[str], list[Counter[str]]]:
+        """Known labels and, per group of bucket keys, the summed fields; summed inside Redis by
+        ``sum_hashes.lua`` (one script per ~MAX_KEYS_PER_SCRIPT keys, all in one pipeline)."""
+        chunks: list[list[Sequence[str]]] = [[]]
+        size = 0
+        for group in groups:
+            if size and size + len(group) > MAX_KEYS_PER_SCRIPT:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(group)
+            size += len(group)
+        pipe = self.redis_client.pipeline(transaction=False)
+        for chunk in chunks:
+            keys = [self.keys.labels] + [key for group in chunk for key in group]
+            self._sum_script(keys=keys, args=[len(group) for group in chunk], client=pipe)
+        labels: set[str] = set()
+        sums: list[Counter[str]] = []
+        for reply in pipe.execute():
+            labels.update(reply[0])
+            for flat in reply[1:]:
+                sums.append(Counter({flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}))
+        return order_labels(labels), sums
 
     def window_counts_many(
         self, topics: Sequence[str], window_seconds: float, now: float | None = None
@@ -306,20 +320,10 @@ class SentimentStore:
         n_steps = max(1, math.ceil(window_seconds / step - 1e-9))
         start = end - n_steps * step
         floor = self._minute_floor(now)
-        plans = [plan_range(s, s + step, bs, floor) for s in range(start, end, step)]
-        pipe = self.redis_client.pipeline(transaction=False)
-        pipe.smembers(self.keys.labels)
-        for plan in plans:
-            for part in plan:
-                pipe.hgetall(self._part_key(topic, part))
-        replies = pipe.execute()
-        known_labels = order_labels(replies[0])
-        series, pos = [], 1
-        for i, plan in enumerate(plans):
-            s = start + i * step
-            series.append(_sum_hashes(topic, replies[pos : pos + len(plan)], known_labels, s, s + step))
-            pos += len(plan)
-        return series
+        starts = range(start, end, step)
+        groups = [[self._part_key(topic, part) for part in plan_range(s, s + step, bs, floor)] for s in starts]
+        labels, sums = self._sum_groups(groups)
+        return [_window(topic, totals, labels, s, s + step) for s, totals in zip(starts, sums, strict=True)]
 
     def topics(self, active_since: float | None = None) -> list[tuple[str, float]]:
         """Topics with their newest counted event time, newest first (optionally only recent ones)."""
@@ -347,13 +351,8 @@ class SentimentStore:
         return bool(self.redis_client.ping())
 
 
-def _sum_hashes(
-    topic: str, hashes: Sequence[dict[str, str]], known_labels: list[str], start: int, end: int
-) -> WindowCounts:
-    totals: Counter[str] = Counter()
-    for h in hashes:
-        for name, value in h.items():
-            totals[name] += int(value)
+def _window(topic: str, sums: Counter[str], known_labels: list[str], start: int, end: int) -> WindowCounts:
+    totals = Counter(sums)
     total = totals.pop(TOTAL_FIELD, 0)
     labels = order_labels([*known_labels, *totals])
     return WindowCounts(
