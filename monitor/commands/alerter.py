@@ -38,6 +38,8 @@ class AlerterConfig(BaseModel):
     min_baseline: int = Field(50, ge=1)
     z_fire: float = Field(4.0, gt=0)
     cooldown: float = Field(900.0, ge=0)
+    negative_label: str = Field("negative", min_length=1)
+    positive_label: str = Field("positive", min_length=1)
     log_level: str = "INFO"
 
 
@@ -62,9 +64,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="recent window (default 5m)")
     parser.add_argument("--baseline-window", type=duration_arg, default="1h", metavar="DUR",
                         help="baseline window just before the recent one (default 1h)")
-    parser.add_argument("--min-recent", type=int, default=20, help="posts needed in the recent window (20)")
-    parser.add_argument("--min-baseline", type=int, default=50, help="posts needed in the baseline (50)")
-    parser.add_argument("--z-fire", type=float, default=4.0, help="z statistic that fires (default 4)")
+    parser.add_argument("--min-recent", type=int, default=20, metavar="N",
+                        help="posts needed in the recent window (default 20)")
+    parser.add_argument("--min-baseline", type=int, default=50, metavar="N",
+                        help="posts needed in the baseline window (default 50)")
+    parser.add_argument("--z-fire", type=float, default=4.0, metavar="Z", help="z statistic that fires (default 4)")
+    parser.add_argument("--negative-label", default="negative", metavar="L",
+                        help="label of negative_share alerts (2-class checkpoints name their own)")
+    parser.add_argument("--positive-label", default="positive", metavar="L",
+                        help="label of positive_share alerts")
     parser.add_argument("--cooldown", type=duration_arg, default="15m", metavar="DUR",
                         help="no re-fire of a topic+kind this long after it resolved (default 15m)")
     parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"), help="env LOG_LEVEL")
@@ -87,6 +95,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "min_baseline": args.min_baseline,
             "z_fire": args.z_fire,
             "cooldown": args.cooldown,
+            "negative_label": args.negative_label,
+            "positive_label": args.positive_label,
             "log_level": args.log_level,
         },
     )
@@ -107,6 +117,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             z_fire=config.z_fire,
             z_resolve=min(2.0, config.z_fire / 2),
             cooldown=config.cooldown,
+            negative_label=config.negative_label,
+            positive_label=config.positive_label,
         )
     except ValueError as exc:
         parser.error(" ".join(str(exc).split()))
