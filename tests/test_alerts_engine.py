@@ -256,3 +256,17 @@ def test_engine_exports_through_a_callers_existing_gauge(sim):
     for _ in range(3):
         sim.minute("brand", 40, {"negative": 0.9, "neutral": 0.05, "positive": 0.05})
     assert registry.get_sample_value("clmlf_alert_active", {"topic": "brand", "kind": "negative_share"}) == 1.0
+
+
+def test_two_class_labels_alert_under_their_own_names(sim):
+    steady = {"sarcastic": 0.2, "not_sarcastic": 0.8}
+    default_engine = AlertEngine(sim.store, AlertConfig())
+    sim.engine = AlertEngine(sim.store, AlertConfig(negative_label="sarcastic", positive_label="not_sarcastic"))
+    for _ in range(60):
+        sim.minute("brand", 30, steady, evaluate=False)
+    for _ in range(3):
+        sim.minute("brand", 40, {"sarcastic": 0.9, "not_sarcastic": 0.1})
+    assert [a.kind for a in sim.fired()] == ["negative_share"]
+    assert sim.fired()[0].window.share > 0.5
+    # An engine configured for 3-class labels finds no "negative" label here and stays silent.
+    assert default_engine.evaluate(sim.now + 1) == []
