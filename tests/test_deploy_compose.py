@@ -4,6 +4,7 @@ and the mounted Prometheus/Grafana configs (promtool validates the Prometheus on
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -113,6 +114,11 @@ def test_the_full_stack_is_there(compose: dict[str, Any]) -> None:
     assert kafka["image"].startswith("apache/kafka:")
     assert set(kafka["environment"]["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}  # KRaft
     assert not any("zookeeper" in key.lower() or "zookeeper" in value for key, value in kafka["environment"].items())
+    # kafka-storage.sh format accepts only a base64url-encoded 16-byte UUID as the cluster id.
+    cluster_id = kafka["environment"]["CLUSTER_ID"]
+    assert len(cluster_id) == 22 and len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"  # the image's appuser-owned VOLUME
+    assert "kafka-data:/var/lib/kafka/data" in kafka["volumes"]
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "--appendfsync everysec" in redis_command
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
