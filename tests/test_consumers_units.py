@@ -1,0 +1,319 @@
+"""Fast unit tests of the consumer pieces: DLQ envelope and writer, config, stages, metrics, probes."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import pytest
+
+from clmlf.posts import parse_post
+from clmlf.settings import OneLineArgumentParser
+from consumers.config import RunConfig, add_run_arguments, run_config_from_args
+from consumers.dlq import REASON_HEADER, DeadLetterWriter, dlq_envelope
+from consumers.health import HealthServer
+from consumers.image_stage import ImageStage
+from consumers.log_throttle import ThrottleFilter
+from consumers.metrics import OTHER_TOPIC, PipelineMetrics
+from consumers.offsets import PartitionLease
+from consumers.sinks import SinkAborted, SinkWriter, retry_until
+from consumers.work import DeadLetter, Done, WorkItem
+from consumers.worker import ModelWorker
+
+BASE = ["--bootstrap", "127.0.0.1:9092", "--topic", "posts", "--group", "g", "--redis", "redis://127.0.0.1:6379/0"]
+
+
+def parse(argv: list[str]) -> RunConfig:
+    parser = OneLineArgumentParser(prog="run")
+    add_run_arguments(parser)
+    return run_config_from_args(parser.parse_args(argv), parser)
+
+
+def item(post_id: str = "p1", text: str = "hello", offset: int = 0, lease: PartitionLease | None = None,
+         **fields) -> WorkItem:
+    raw = json.dumps({"id": post_id, "text": text, **fields}).encode()
+    return WorkItem(lease=lease or PartitionLease(("posts", 0)), topic="posts", partition=0, offset=offset,
+                    key=post_id.encode(), raw=raw, post=parse_post(raw), record_time=time.time(),
+                    received=time.monotonic())
+
+
+# ---------------------------------------------------------------------------------------------- DLQ
+
+def test_dlq_envelope_holds_original_bytes_reason_and_position():
+    raw = b"\xff not utf-8"
+    envelope = json.loads(dlq_envelope(value=raw, key=b"k", reason="invalid_utf8", detail="bad byte",
+                                       topic="posts", partition=3, offset=42, timestamp_ms=1700000000000))
+    assert base64.b64decode(envelope["value_b64"]) == raw and base64.b64decode(envelope["key_b64"]) == b"k"
+    assert (envelope["reason"], envelope["detail"], envelope["topic"], envelope["partition"],
+            envelope["offset"], envelope["timestamp_ms"]) == ("invalid_utf8", "bad byte", "posts", 3, 42,
+                                                            1700000000000)
+    assert envelope["value_truncated"] is False and envelope["value_bytes"] == len(raw)
+
+
+def test_dlq_envelope_cuts_giant_values_and_keeps_their_size():
+    raw = b"x" * 1000
+    envelope = json.loads(dlq_envelope(value=raw, key=None, reason="too_large", detail="big", topic="t",
+                                       partition=0, offset=0, timestamp_ms=None, max_value_bytes=100))
+    assert base64.b64decode(envelope["value_b64"]) == raw[:100]
+    assert envelope["value_truncated"] is True and envelope["value_bytes"] == 1000
+    tombstone = json.loads(dlq_envelope(value=None, key=None, reason="invalid_json", detail="empty",
+                                        topic="t", partition=0, offset=1, timestamp_ms=None))
+    assert tombstone["value_b64"] is None and tombstone["value_bytes"] is None
+
+
+class FakeFuture:
+    def __init__(self, error: Exception | None = None):
+        self.is_done, self.exception = True, error
+
+    def succeeded(self) -> bool:
+        return self.exception is None
+
+
+class FlakyProducer:
+    """Fails the first ``failures`` sends (refusing the large envelope when ``too_large``)."""
+
+    def __init__(self, failures: int = 0, too_large: bool = False):
+        self.failures, self.too_large, self.sent = failures, too_large, []
+
+    def send(self, topic, key=None, value=None, headers=None):
+        from kafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+        if self.too_large and len(value) > 400:
+            raise MessageSizeTooLargeError("too big")
+        if self.failures:
+            self.failures -= 1
+            return FakeFuture(KafkaConnectionError("down"))
+        self.sent.append((topic, key, value, headers))
+        return FakeFuture()
+
+
+def submit(writer: DeadLetterWriter, lease: PartitionLease, value: bytes, offset: int = 7) -> None:
+    writer.submit(lease, dlq_topic="posts.dlq", source_topic="posts", partition=0, offset=offset, key=None,
+                  value=value, timestamp_ms=None, reason="invalid_json", detail="nope")
+
+
+def test_dead_letter_writer_retries_until_acknowledged():
+    producer, errors = FlakyProducer(failures=1), []
+    writer = DeadLetterWriter(producer, on_error=lambda: errors.append(1), max_backoff=0.0)
+    lease = PartitionLease(("posts", 0))
+    submit(writer, lease, b"{")
+    assert writer.completed() == [] and len(errors) == 1  # first send failed, nothing is done yet
+    time.sleep(0.01)
+    assert writer.completed() == []  # resent now
+    assert writer.completed() == [(lease, 7)] and len(writer) == 0
+    topic, _, value, headers = producer.sent[0]
+    assert topic == "posts.dlq" and headers == [(REASON_HEADER, b"invalid_json")]
+
+
+def test_dead_letter_refused_as_too_large_is_resent_without_the_value():
+    producer = FlakyProducer(too_large=True)
+    writer = DeadLetterWriter(producer, max_backoff=0.0)
+    lease = PartitionLease(("posts", 0))
+    submit(writer, lease, b"x" * 2000)
+    writer.completed()
+    assert writer.completed() == [(lease, 7)]
+    assert json.loads(producer.sent[0][2])["value_b64"] == ""
+
+
+def test_dead_letters_of_revoked_partitions_are_dropped():
+    writer = DeadLetterWriter(FlakyProducer(failures=5), max_backoff=0.0)
+    lease = PartitionLease(("posts", 0))
+    submit(writer, lease, b"{")
+    lease.revoked = True
+    assert writer.completed() == [] and len(writer) == 0
+
+
+# ------------------------------------------------------------------------------------------- config
+
+def test_config_from_flags_and_environment(monkeypatch):
+    monkeypatch.setenv("CLMLF_MAX_BATCH", "7")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "sasl_plaintext")
+    monkeypatch.setenv("KAFKA_SASL_MECHANISM", "PLAIN")
+    monkeypatch.setenv("KAFKA_SASL_USERNAME", "bob")
+    config = parse([*BASE, "--max-wait-ms", "15", "--exit-when-idle", "1m", "--output-topic", "out"])
+    assert (config.max_batch, config.max_wait_ms, config.exit_when_idle, config.output_topic) == (7, 15, 60, "out")
+    assert config.dlq_topic == "posts.dlq"
+    assert config.security.client_kwargs()["sasl_plain_password"] == "hunter2"
+    assert "hunter2" not in repr(config) and "hunter2" not in config.describe()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (BASE[2:], "--bootstrap"),
+    ([*BASE[:1], "nohostport", *BASE[2:]], "HOST:PORT"),
+    ([*BASE[:3], "bad topic!", *BASE[4:]], "topic"),
+    ([*BASE[:7], "http://x"], "redis"),
+    ([*BASE, "--max-batch", "0"], "max-batch"),
+    ([*BASE, "--max-wait-ms", "-1"], "max-wait-ms"),
+    ([*BASE, "--exit-when-idle", "soon"], "exit-when-idle"),
+    ([*BASE, "--device", "tpu"], "device"),
+    ([*BASE, "--metrics-port", "70000"], "metrics-port"),
+])
+def test_bad_config_exits_2_with_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err
+
+
+def test_sasl_without_credentials_is_rejected(monkeypatch, capsys):
+    monkeypatch.setenv("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    with pytest.raises(SystemExit) as exc:
+        parse(BASE)
+    assert exc.value.code == 2 and "SASL" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------- worker
+
+@dataclass
+class Pred:
+    label: str
+    scores: dict
+
+
+def run_worker(items, predict, max_batch=4, max_wait=0.01):
+    ready, out, dead = queue.Queue(), queue.Queue(), []
+    worker = ModelWorker(ready, out, dead.append, predict, max_batch, max_wait)
+    worker.start()
+    for it in items:
+        ready.put(it)
+    worker.stop()
+    worker.join(timeout=10)
+    batches = []
+    while not out.empty():
+        batches.append(out.get())
+    return batches, dead
+
+
+def test_worker_batches_predicts_and_skips_revoked_work():
+    revoked = PartitionLease(("posts", 1), revoked=True)
+    items = [item(f"p{i}", "x" * (i + 1), offset=i) for i in range(6)] + [item("gone", lease=revoked)]
+    batches, dead = run_worker(items, lambda batch: [Pred("positive", {"positive": 1.0}) for _ in batch])
+    done = [it.post.id for batch, _ in batches for it in batch]
+    assert sorted(done) == sorted(f"p{i}" for i in range(6)) and not dead
+    assert all(len(batch) <= 4 and len(batch) == len(preds) for batch, preds in batches)
+
+
+def test_worker_isolates_a_poison_post_as_a_dead_letter():
+    def predict(batch):
+        if any(it.post.text == "poison" for it in batch):
+            raise RuntimeError("boom")
+        return [Pred("neutral", {"neutral": 1.0}) for _ in batch]
+    batches, dead = run_worker([item("a"), item("b", "poison"), item("c")], predict)
+    assert sorted(it.post.id for batch, _ in batches for it in batch) == ["a", "c"]
+    assert len(dead) == 1 and isinstance(dead[0], DeadLetter) and dead[0].item.post.id == "b"
+    assert dead[0].reason == "inference_failed" and "boom" in dead[0].detail
+
+
+# -------------------------------------------------------------------------------------- image stage
+
+def test_image_stage_marks_outcomes_and_never_drops_a_post():
+    class Boom(Exception):
+        reason = "timeout"
+
+    def fetch(post):
+        if post.id == "slow":
+            raise Boom("too slow")
+        return b"bytes" if post.has_image_source else None
+
+    ready, outcomes = queue.Queue(), []
+    stage = ImageStage(ready, fetch, lambda data: "TENSOR", 2, outcomes.append)
+    stage.submit(item("text"))
+    stage.submit(item("img", image_url="http://example.com/a.png"))
+    stage.submit(item("slow", image_url="http://example.com/b.png"))
+    stage.close(wait=True)
+    got = {}
+    while not ready.empty():
+        it = ready.get()
+        got[it.post.id] = (it.image_status, it.image)
+    assert got == {"text": ("none", None), "img": ("used", "TENSOR"), "slow": ("failed", None)}
+    assert sorted(outcomes) == ["none", "timeout", "used"]
+
+
+# -------------------------------------------------------------------------------------------- sinks
+
+class FlakyStore:
+    def __init__(self, failures: int):
+        self.failures, self.records = failures, []
+
+    def record(self, results):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("redis down")
+        self.records.extend(results)
+        return [True] * len(results)
+
+
+def test_sink_retries_the_store_then_reports_done_in_order():
+    store, done, metrics = FlakyStore(failures=2), [], PipelineMetrics()
+    sink = SinkWriter(queue.Queue(), done.append, store, "tiny", metrics, redis_errors=(ConnectionError,))
+    items = [item("a", topics=["brand"]), item("b", offset=1, topics=["brand"])]
+    sink.write(items, [Pred("positive", {"positive": 0.9, "negative": 0.1}), Pred("negative", {"negative": 1.0})])
+    assert [r.id for r, _ in store.records] == ["a", "b"]
+    assert [(d.offset) for d in done] == [0, 1] and all(isinstance(d, Done) for d in done)
+    text = metrics.render().decode()
+    assert 'clmlf_sink_errors_total{sink="redis"} 2.0' in text
+    assert 'clmlf_posts_processed_total{label="positive",topic="brand"} 1.0' in text
+
+
+def test_retry_until_gives_up_when_aborted():
+    abort = threading.Event()
+    calls = []
+
+    def always_down():
+        calls.append(1)
+        if len(calls) == 3:
+            abort.set()
+        raise ConnectionError("down")
+
+    with pytest.raises(SinkAborted):
+        retry_until(always_down, abort, (ConnectionError,), lambda exc: None, max_wait=0.01)
+    assert len(calls) == 3
+
+
+# ------------------------------------------------------------------------------------ metrics/probes
+
+def test_topic_labels_are_capped():
+    metrics = PipelineMetrics(max_topics=2)
+    for topic in ("a", "b", "c", "d", "a"):
+        metrics.count_processed("positive", [topic])
+    text = metrics.render().decode()
+    assert f'topic="{OTHER_TOPIC}"}} 2.0' in text and 'topic="a"} 2.0' in text and 'topic="c"' not in text
+
+
+def test_health_server_serves_metrics_and_probes():
+    metrics = PipelineMetrics()
+    state = {"ready": False}
+    server = HealthServer("127.0.0.1", 0, metrics.render, lambda: (True, "fresh"),
+                          lambda: (state["ready"], "no partitions")).start()
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        body = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        assert "clmlf_queue_depth" in body and "clmlf_model_info" in body
+        assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert exc.value.code == 503
+        state["ready"] = True
+        assert json.loads(urllib.request.urlopen(f"{base}/readyz", timeout=5).read())["ok"] is True
+    finally:
+        server.close()
+
+
+def test_throttle_passes_one_record_per_template_per_interval():
+    throttle = ThrottleFilter(interval=60)
+
+    def rec(name, msg):
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, msg, None, None)
+    assert throttle.filter(rec("kafka.net", "socket %s lost"))
+    assert not throttle.filter(rec("kafka.net", "socket %s lost"))
+    assert throttle.filter(rec("kafka.net", "another message"))
+    assert throttle.filter(rec("clmlf.run", "socket %s lost")) and throttle.filter(rec("clmlf.run", "socket %s lost"))
