@@ -178,6 +178,15 @@ def test_api_drains_connections_before_exit(base: list[dict[str, Any]]) -> None:
 
 # ------------------------------------------------------------------ selectors and ports agree
 
+def test_disruption_budgets_allow_one_consumer_down_and_never_block_on_unready_pods(
+        base: list[dict[str, Any]]) -> None:
+    consumer = _find(base, "PodDisruptionBudget", "clmlf-consumer")["spec"]
+    assert consumer["maxUnavailable"] == 1
+    assert _find(base, "PodDisruptionBudget", "clmlf-api")["spec"]["minAvailable"] == 1
+    for pdb in (r for r in base if r["kind"] == "PodDisruptionBudget"):
+        assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
 def test_services_and_pdbs_select_existing_pods(base: list[dict[str, Any]]) -> None:
     pod_labels = [d["spec"]["template"]["metadata"]["labels"] for d in _deployments(base)]
     for deployment in _deployments(base):
