@@ -111,13 +111,21 @@ class TextStateCache:
             lengths = batch["attention_mask"].sum(dim=1).tolist()
             ids = batch["input_ids"].tolist()
             types = batch["token_type_ids"].tolist() if batch.get("token_type_ids") is not None else None
+            keys = [self._key(ids[i][:n], types[i][:n] if types else None) for i, n in enumerate(lengths)]
+            missing = [i for i, key in enumerate(keys) if key not in self._store]
+            if not missing:
+                continue
+            rows = torch.tensor(missing, device=device)
             with torch.no_grad():
-                states = encoder_cls.forward(encoder, batch["input_ids"], batch["attention_mask"],
-                                             batch.get("token_type_ids"))
-            for i, length in enumerate(lengths):
-                key = self._key(ids[i][:length], types[i][:length] if types else None)
-                if key not in self._store:
-                    self._store[key] = states[i, :length].to("cpu", self.dtype).clone()
+                states = encoder_cls.forward(
+                    encoder,
+                    batch["input_ids"][rows],
+                    batch["attention_mask"][rows],
+                    batch["token_type_ids"][rows] if batch.get("token_type_ids") is not None else None,
+                )
+            for j, i in enumerate(missing):
+                if keys[i] not in self._store:
+                    self._store[keys[i]] = states[j, : lengths[i]].to("cpu", self.dtype).clone()
                     added += 1
         return added
 
