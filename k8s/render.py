@@ -132,9 +132,7 @@ def _render(directory: Path, kind: str, accumulated: list[Resource]) -> list[Res
     for group in _label_groups(kustomization, directory):
         _add_labels(resources, *group)
     if kustomization.get("commonAnnotations"):
-        for resource in resources:
-            resource.setdefault("metadata", {}).setdefault("annotations", {}).update(
-                {k: str(v) for k, v in kustomization["commonAnnotations"].items()})
+        _add_annotations(resources, {k: str(v) for k, v in kustomization["commonAnnotations"].items()})
     for image in kustomization.get("images", []) or []:
         _set_image(resources, image, directory)
     for replica in kustomization.get("replicas", []) or []:
@@ -202,7 +200,9 @@ def strategic_merge(original: Any, patch: Any, field: str | None = None) -> Any:
     """Kubernetes strategic merge for the fields this repo uses; returns a new object.
 
     Mappings merge recursively and a ``null`` value deletes the key; lists named in :data:`MERGE_KEYS`
-    merge element-wise by their key (new elements are appended); any other list is replaced.
+    merge element-wise by their key (``$patch: delete`` removes an element) and come out in kustomize's
+    order: the patch's elements first, then the original elements the patch did not name; any other
+    list is replaced.
     """
     if isinstance(original, dict) and isinstance(patch, dict):
         merged = copy.deepcopy(original)
@@ -216,18 +216,19 @@ def strategic_merge(original: Any, patch: Any, field: str | None = None) -> Any:
         return merged
     if isinstance(original, list) and isinstance(patch, list) and field in MERGE_KEYS:
         key = MERGE_KEYS[field]
-        merged_list = copy.deepcopy(original)
+        by_key = {item.get(key): item for item in original if isinstance(item, dict)}
+        merged_list: list[Any] = []
         for item in patch:
             if not isinstance(item, dict) or key not in item:
                 raise RenderError(f"strategic merge: items of {field!r} need the merge key {key!r}")
-            index = next((i for i, old in enumerate(merged_list) if old.get(key) == item[key]), None)
             if item.get("$patch") == "delete":
-                if index is not None:
-                    del merged_list[index]
-            elif index is None:
-                merged_list.append(copy.deepcopy(item))
-            else:
-                merged_list[index] = strategic_merge(merged_list[index], item, field)
+                continue
+            old = by_key.get(item[key])
+            merged_list.append(copy.deepcopy(item) if old is None else strategic_merge(old, item, field))
+        # kustomize's order: the patch's items first (in patch order), then the untouched originals.
+        patched = {item[key] for item in patch}
+        merged_list += [copy.deepcopy(item) for item in original
+                        if not (isinstance(item, dict) and item.get(key) in patched)]
         return merged_list
     return copy.deepcopy(patch)
 
@@ -311,6 +312,15 @@ def _add_labels(resources: list[Resource], labels: dict[str, str], selectors: bo
                 spec.setdefault("selector", {}).setdefault("matchLabels", {}).update(labels)
             elif resource["kind"] == "Service":
                 spec.setdefault("selector", {}).update(labels)
+
+
+def _add_annotations(resources: list[Resource], annotations: dict[str, str]) -> None:
+    """Like kustomize: on every object and on the pod template of every workload."""
+    for resource in resources:
+        resource.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
+        if resource["kind"] in WORKLOAD_KINDS:
+            template = resource.setdefault("spec", {}).setdefault("template", {})
+            template.setdefault("metadata", {}).setdefault("annotations", {}).update(annotations)
 
 
 def pod_containers(resource: Resource) -> Iterator[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 K8S_VERSION = "1.31.0"
 OVERLAYS = ("cpu", "gpu")
+KUBECTL = shutil.which("kubectl")
 
 
 def _load(name: str, path: Path) -> Any:
@@ -120,7 +122,7 @@ def test_strategic_merge_patch_merges_containers_and_env_by_name(tmp_path: Path)
     main, side = spec["containers"]
     assert (main["name"], side["name"]) == ("main", "side")  # merged, not replaced
     assert main["image"] == "app:1.0"
-    assert main["env"] == [{"name": "A", "value": "9"}, {"name": "B", "value": "2"}]
+    assert main["env"] == [{"name": "B", "value": "2"}, {"name": "A", "value": "9"}]  # kustomize's order
     assert main["resources"] == {"limits": {"nvidia.com/gpu": 1}}
 
 
@@ -291,3 +293,68 @@ def test_cpu_overlay_has_no_gpu() -> None:
     assert "nvidia.com/gpu" not in yaml.safe_dump_all(resources)
     consumer = _by_kind_name(resources, "Deployment", "clmlf-consumer")["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "CLMLF_DEVICE", "value": "cpu"} in consumer["env"]
+
+
+# ------------------------------------------------------------------ same objects as the real kustomize
+
+def _kubectl_kustomize(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    done = subprocess.run([KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, check=False,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return {(r["kind"], r["metadata"]["name"]): r for r in yaml.safe_load_all(done.stdout) if r}
+
+
+def _ours(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(r["kind"], r["metadata"]["name"]): r for r in render_mod.render(directory)}
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed (its built-in kustomize is the reference)")
+@pytest.mark.parametrize("directory", ["base", "overlays/cpu", "overlays/gpu", "extras/strimzi"])
+def test_renderer_matches_kubectl_kustomize_on_the_repository(directory: str) -> None:
+    assert _ours(REPO / "k8s" / directory) == _kubectl_kustomize(REPO / "k8s" / directory)
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed (its built-in kustomize is the reference)")
+def test_renderer_matches_kubectl_kustomize_on_every_supported_feature(tmp_path: Path) -> None:
+    strategic = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "extra", "image": "extra:1"},
+            {"name": "main", "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "9"}]},
+            {"name": "side", "$patch": "delete"},
+        ]}}},
+    }
+    _write(tmp_path, {
+        "base/kustomization.yaml": _kustomization(resources=["d.yaml"]),
+        "base/d.yaml": _deployment(),
+        "comp/kustomization.yaml": {
+            "apiVersion": "kustomize.config.k8s.io/v1alpha1", "kind": "Component", "resources": ["cm.yaml"],
+            "patches": [{"target": {"kind": "Deployment", "name": "web"},
+                         "patch": "- op: replace\n  path: /spec/replicas\n  value: 4\n"}],
+        },
+        "comp/cm.yaml": {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "extra"},
+                         "data": {"k": "v"}},
+        "overlay/kustomization.yaml": _kustomization(
+            resources=["../base"], components=["../comp"], namespace="ns1",
+            labels=[{"pairs": {"team": "ml"}, "includeSelectors": False}], commonAnnotations={"owner": "ops"},
+            images=[{"name": "app", "newName": "reg.example/app", "newTag": "2.0"},
+                    {"name": "extra", "digest": "sha256:" + "cd" * 32}],
+            patches=[{"path": "smp.yaml"}], replicas=[{"name": "web", "count": 3}],
+        ),
+        "overlay/smp.yaml": strategic,
+    })
+    assert _ours(tmp_path / "overlay") == _kubectl_kustomize(tmp_path / "overlay")
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed (its built-in kustomize is the reference)")
+def test_renderer_matches_kubectl_kustomize_on_common_labels(tmp_path: Path) -> None:
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web"},
+           "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}}
+    _write(tmp_path, {
+        "kustomization.yaml": _kustomization(resources=["all.yaml"], commonLabels={"tier": "x"},
+                                             labels=[{"pairs": {"t2": "val"}, "includeTemplates": True}]),
+        "all.yaml": [_deployment(), service, pdb],
+    })
+    assert _ours(tmp_path) == _kubectl_kustomize(tmp_path)
