@@ -174,9 +174,13 @@ def _apply_patch_entry(resources: list[Resource], entry: dict[str, Any], directo
     if not matched:
         raise RenderError(f"{directory}: patch for {body.get('kind')}/{(body.get('metadata') or {}).get('name')} "
                           f"matches no resource")
+    if target:
+        # With a target the patch applies to every match under the match's own identity.
+        body = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+        metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k not in ("name", "namespace")}
+        body["metadata"] = metadata
     for resource in matched:
-        patched = strategic_merge(resource, {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
-                                  if target else body)
+        patched = strategic_merge(resource, body)
         resource.clear()
         resource.update(patched)
 

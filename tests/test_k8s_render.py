@@ -126,6 +126,18 @@ def test_strategic_merge_patch_merges_containers_and_env_by_name(tmp_path: Path)
     assert main["resources"] == {"limits": {"nvidia.com/gpu": 1}}
 
 
+def test_targeted_strategic_merge_patch_keeps_each_targets_identity(tmp_path: Path) -> None:
+    patch = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: any, labels: {x: '1'}}\nspec: {replicas: 7}\n"
+    _write(tmp_path, {"kustomization.yaml": _kustomization(
+        resources=["a.yaml", "b.yaml"], patches=[{"target": {"kind": "Deployment"}, "patch": patch}]),
+        "a.yaml": _deployment("a"), "b.yaml": _deployment("b")})
+    resources = render_mod.render(tmp_path)
+    assert [(r["metadata"]["name"], r["metadata"]["labels"], r["spec"]["replicas"]) for r in resources] == [
+        ("a", {"x": "1"}, 7), ("b", {"x": "1"}, 7)]
+    if KUBECTL:
+        assert _ours(tmp_path) == _kubectl_kustomize(tmp_path)
+
+
 def test_strategic_merge_replaces_lists_without_merge_key() -> None:
     original = {"spec": {"tolerations": [{"key": "a"}], "args": ["x", "y"]}}
     merged = render_mod.strategic_merge(original, {"spec": {"tolerations": [{"key": "b"}]}})
