@@ -1,0 +1,356 @@
+"""Streaming pipeline benchmark: efficiency against the bare predict path, and latency under load.
+
+1. Bare ``clmlf predict`` path: ``clmlf.commands.predict.predict_stream`` (the code
+   behind ``clmlf predict``: parse, fetch/decode images on a thread pool, Predictor
+   in batches of --max-batch) over the posts, no Kafka, no Redis.  Also the model
+   alone (images decoded beforehand) for reference.
+2. Pipeline: the same posts pre-loaded in a topic of a private Tansu broker, one
+   in-process ``clmlf-monitor run`` pipeline (same Predictor object, same batch
+   size) until every result is in a private Redis: Kafka -> validation -> image
+   stage (inline base64 and loopback HTTP) -> model -> Redis, offsets committed.
+   Efficiency = pipeline posts/s / predict-path posts/s.
+3. Latency: posts fed at 50 % and 90 % of the measured pipeline rate; per post,
+   result ``processed_at`` minus ``created_at`` (stamped when sent); p50 / p99.
+
+Model: the embedded default when installed, else the default architecture
+(all-MiniLM-L6-v2 + EfficientNet-Lite0 real weights, random fusion layers) saved
+once to --model-cache.  Runs on CUDA when --device cuda/auto finds a GPU.
+
+    .venv/bin/python bench/pipeline.py                         # ~3-4 min on 2 CPU cores
+    .venv/bin/python bench/pipeline.py --posts 96 --latency-seconds 10   # quicker, noisier
+    .venv/bin/python bench/pipeline.py --device cuda --posts 2000 --max-batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import platform
+import random
+import shlex
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--posts", type=int, default=192, help="posts in the throughput runs (default 192)")
+    parser.add_argument("--max-batch", type=int, default=16, help="micro-batch / predict batch size (default 16)")
+    parser.add_argument("--max-wait-ms", type=float, default=50.0, help="pipeline micro-batch age cap (default 50)")
+    parser.add_argument("--image-share", type=float, default=0.3,
+                        help="share of posts with an image, half inline half by URL (default 0.3)")
+    parser.add_argument("--latency-seconds", type=float, default=20.0, help="feed time per latency run")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the default model")
+    parser.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "clmlf-bench-default-arch",
+                        help="where the random-fusion default-architecture checkpoint is saved when needed")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def resolve_checkpoint(args: argparse.Namespace) -> tuple[str | None, str]:
+    """(checkpoint path or None for the embedded default, description)."""
+    if args.checkpoint:
+        return args.checkpoint, f"checkpoint {args.checkpoint}"
+    from clmlf.checkpoint import CheckpointError
+    from clmlf.default_model import default_checkpoint_dir
+
+    try:
+        return str(default_checkpoint_dir()), "embedded default model"
+    except CheckpointError:
+        pass
+    target = args.model_cache
+    if not (target / "config.json").is_file():
+        import torch
+
+        from clmlf.checkpoint import save_checkpoint
+        from clmlf.config import ModelConfig
+        from clmlf.model import CLMLF
+
+        say(f"no embedded default model: saving the default architecture with random fusion to {target}")
+        torch.manual_seed(0)
+        model = CLMLF(ModelConfig()).eval()
+        save_checkpoint(model, model.text_encoder.tokenizer, target, include_frozen_encoders=True,
+                        name="minilm-effnetlite0-random-fusion")
+    return str(target), "MiniLM-L6 + EfficientNet-Lite0 (real weights), random fusion (default model absent)"
+
+
+def png(seed: int, size: int = 320) -> bytes:
+    from PIL import Image
+
+    rng = random.Random(seed)
+    img = Image.new("RGB", (size, size), tuple(rng.randrange(256) for _ in range(3)))
+    for _ in range(12):
+        x, y = rng.randrange(size), rng.randrange(size)
+        img.paste(tuple(rng.randrange(256) for _ in range(3)), (x, y, min(size, x + 60), min(size, y + 60)))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+class ImageServer:
+    """Loopback HTTP server for /img/<n>.jpg."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        cache: dict[str, bytes] = {}
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                name = self.path.rsplit("/", 1)[-1].split(".")[0]
+                body = cache.get(name) or cache.setdefault(name, png(int(name) if name.isdigit() else 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+WORDS = ("love", "hate", "the", "new", "phone", "coffee", "flight", "was", "really", "great", "awful", "fine",
+         "service", "today", "again", "never", "best", "worst", "ok", "meh")
+
+
+def make_posts(n: int, prefix: str, image_share: float, image_base: str, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    posts = []
+    for i in range(n):
+        post = {"id": f"{prefix}{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40))),
+                "topics": ["bench"]}
+        roll = rng.random()
+        if roll < image_share / 2:
+            post["image_b64"] = base64.b64encode(png(seed * 100_000 + i)).decode()
+        elif roll < image_share:
+            post["image_url"] = f"{image_base}/img/{seed * 100_000 + i}.jpg"
+        posts.append(post)
+    return posts
+
+
+def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True) -> float:
+    """posts/s of clmlf predict's own code path over ``posts``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clmlf.commands.predict import IMAGE_WORKERS, predict_stream
+    from clmlf.image_fetch import FetchConfig, ImageFetcher
+
+    source = io.BytesIO(b"".join(json.dumps(p).encode() + b"\n" for p in posts))
+    sink = io.StringIO()
+    with ImageFetcher(FetchConfig(allow_private=allow_private)) as fetcher, \
+            ThreadPoolExecutor(max_workers=IMAGE_WORKERS) as pool:
+        start = time.perf_counter()
+        stats = predict_stream(source, sink, predictor, fetcher, pool, progress=False)
+        elapsed = time.perf_counter() - start
+    assert stats["posts"] == len(posts), stats
+    return len(posts) / elapsed
+
+
+def bench_model_only(predictor, posts: list[dict], image_base: str) -> float:
+    """posts/s of Predictor.predict alone (images fetched and decoded beforehand)."""
+    import httpx
+
+    from clmlf.inference import InferenceItem
+
+    items = []
+    for post in posts:
+        image = None
+        if "image_b64" in post:
+            image = predictor.preprocessor.image_from_bytes(base64.b64decode(post["image_b64"]))
+        elif "image_url" in post:
+            image = predictor.preprocessor.image_from_bytes(httpx.get(post["image_url"]).content)
+        items.append(InferenceItem(post["text"], None, image))
+    start = time.perf_counter()
+    predictor.predict(items)
+    return len(posts) / (time.perf_counter() - start)
+
+
+class PipelineHarness:
+    """A private broker + Redis + one in-process pipeline reading ``topic``."""
+
+    def __init__(self, predictor, args: argparse.Namespace, workdir: Path) -> None:
+        from consumers.local_infra import LocalBroker, LocalRedis
+
+        self.broker = LocalBroker(log_path=workdir / "broker.log").start()
+        self.redis = LocalRedis().start()
+        self.predictor = predictor
+        self.args = args
+
+    def run_topic(self, topic: str, posts_before: list[dict], feed=None, expected: int | None = None) -> float:
+        """Start a member on ``topic``; returns seconds from first assignment to all ``expected`` stored."""
+        import redis
+
+        from consumers.assembly import assemble
+        from consumers.config import RunConfig
+        from monitor.store import SentimentStore
+
+        self.broker.create_topics({topic: 3, f"{topic}.dlq": 1})
+        if posts_before:
+            produce(self.broker.bootstrap, topic, posts_before)
+        config = RunConfig(bootstrap=self.broker.bootstrap, topic=topic, group=f"bench-{topic}",
+                           redis_url=self.redis.url, redis_prefix=topic, max_batch=self.args.max_batch,
+                           max_wait_ms=self.args.max_wait_ms, metrics_port=0, allow_private_images=True,
+                           session_timeout_ms=6000)
+        assembled = assemble(config, predictor=self.predictor, serve_http=False)
+        pipeline = assembled.pipeline
+        loop = threading.Thread(target=pipeline.run, daemon=True)
+        loop.start()
+        store = SentimentStore(redis.Redis.from_url(self.redis.url, decode_responses=True), prefix=topic)
+        expected = expected if expected is not None else len(posts_before)
+        try:
+            while not pipeline.tracker.partitions:
+                time.sleep(0.01)
+            start = time.perf_counter()
+            if feed is not None:
+                threading.Thread(target=feed, args=(self.broker.bootstrap, topic), daemon=True).start()
+            while store.window_counts("bench", 3600).total < expected:
+                time.sleep(0.02)
+            return time.perf_counter() - start
+        finally:
+            pipeline.stop()
+            loop.join(timeout=60)
+            assembled.close()
+
+    def results(self, topic: str, ids: list[str]) -> list[dict]:
+        import redis
+
+        from monitor.store import SentimentStore
+
+        store = SentimentStore(redis.Redis.from_url(self.redis.url, decode_responses=True), prefix=topic)
+        return [store.get_result(i) for i in ids]
+
+    def close(self) -> None:
+        self.redis.stop()
+        self.broker.stop()
+
+
+def produce(bootstrap: str, topic: str, posts: list[dict], rate: float | None = None) -> None:
+    """Send posts (stamping created_at at send time when ``rate`` is given, evenly spaced)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=2 if rate else 20, acks="all",
+                             max_request_size=8 * 1024 * 1024)
+    start = time.perf_counter()
+    for i, post in enumerate(posts):
+        if rate:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            post = {**post, "created_at": time.time()}
+        producer.send(topic, key=post["id"].encode(), value=json.dumps(post).encode())
+    producer.flush()
+    producer.close()
+
+
+def iso_to_epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{os.cpu_count()} CPU cores ({cpu}), GPU: {gpu}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, torch threads {torch.get_num_threads()}; "
+            f"1-min load average {os.getloadavg()[0]:.1f} (cores shared with other work)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from clmlf.inference import Predictor
+
+    checkpoint, model_desc = resolve_checkpoint(args)
+    predictor = Predictor.from_checkpoint(checkpoint, device=args.device, batch_size=args.max_batch)
+    say(f"model: {model_desc} on {predictor.device}")
+    images = ImageServer()
+    results: dict = {"command": "python bench/pipeline.py " + shlex.join(argv or sys.argv[1:]),
+                     "machine": machine(), "model": model_desc, "device": str(predictor.device),
+                     "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "posts": args.posts,
+                     "image_share": args.image_share}
+    with tempfile.TemporaryDirectory(prefix="clmlf-bench-") as tmp:
+        harness = PipelineHarness(predictor, args, Path(tmp))
+        try:
+            warm = make_posts(args.max_batch, "warm", args.image_share, images.base, seed=1)
+            predictor.predict([])  # no-op, keeps lazy init out of the timings
+            bench_predict_path(predictor, warm)
+            posts = make_posts(args.posts, "t", args.image_share, images.base, seed=2)
+            say(f"bare predict path on {len(posts)} posts ...")
+            predict_rate = bench_predict_path(predictor, posts)
+            say(f"model only on {len(posts)} posts ...")
+            model_rate = bench_model_only(predictor, posts, images.base)
+            say(f"pipeline on {len(posts)} posts ...")
+            seconds = harness.run_topic("throughput", make_posts(args.posts, "k", args.image_share, images.base, 2))
+            pipeline_rate = args.posts / seconds
+            results.update(predict_path_posts_per_s=round(predict_rate, 2), model_only_posts_per_s=round(model_rate, 2),
+                           pipeline_posts_per_s=round(pipeline_rate, 2),
+                           efficiency_vs_predict_path=round(pipeline_rate / predict_rate, 3),
+                           efficiency_vs_model_only=round(pipeline_rate / model_rate, 3))
+            say(f"pipeline {pipeline_rate:.2f} posts/s, predict path {predict_rate:.2f}, model only {model_rate:.2f}")
+            results["latency"] = []
+            for load in (0.5, 0.9):
+                rate = pipeline_rate * load
+                n = max(10, int(rate * args.latency_seconds))
+                topic = f"latency{int(load * 100)}"
+                feed_posts = make_posts(n, f"{topic}-", args.image_share, images.base, seed=3 + int(load * 10))
+                say(f"latency at {load:.0%} of max ({rate:.2f} posts/s, {n} posts) ...")
+                harness.run_topic(topic, [], feed=lambda b, t, fp=feed_posts, r=rate: produce(b, t, fp, r),
+                                  expected=n)
+                stored = harness.results(topic, [p["id"] for p in feed_posts])
+                lat = [iso_to_epoch(r["processed_at"]) - iso_to_epoch(r["created_at"]) for r in stored if r]
+                results["latency"].append({"load": load, "rate": round(rate, 2), "posts": n,
+                                           "p50_ms": round(percentile(lat, 0.5) * 1000),
+                                           "p99_ms": round(percentile(lat, 0.99) * 1000),
+                                           "median_ms": round(statistics.median(lat) * 1000)})
+        finally:
+            harness.close()
+            images.close()
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
