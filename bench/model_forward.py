@@ -47,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fusion-dim", type=int, default=768, help="fusion width d (paper: 768)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--update-docs", type=Path, help="rewrite the 'Model forward' results block of this file")
+    parser.add_argument("--breakdown", type=int, metavar="BATCH",
+                        help="instead: count FLOPs per post of each stage of the CPU model at this batch size")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: "device:batch_size"
     return parser.parse_args(argv)
 
@@ -135,6 +137,45 @@ def child(spec: str, args: argparse.Namespace) -> dict:
     return result
 
 
+def breakdown(args: argparse.Namespace) -> str:
+    """GFLOPs per post of each stage of the CPU model (torch FlopCounterMode: independent of machine load)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model("cpu", args.fusion_dim)
+    size = args.breakdown
+    batch = synthetic_batch(size, args.text_tokens, model.config.image_size, True, "cpu")
+
+    def flops(fn) -> float:
+        counter = FlopCounterMode(display=False)
+        with counter, torch.inference_mode():
+            fn()
+        return counter.get_total_flops() / size / 1e9
+
+    with torch.inference_mode():
+        text = model.text_proj(model.text_encoder(batch["input_ids"], batch["attention_mask"]))
+        feature_map, pooled = model.image_encoder(batch["pixel_values"])
+        patches = feature_map.permute(0, 2, 3, 1).flatten(1, 2)
+        tokens = torch.cat([model.global_proj(pooled).unsqueeze(1), model.patch_proj(patches)], dim=1)
+        image = model.image_transformer(tokens)[0]
+        keep = torch.ones(size, text.shape[1] + image.shape[1], dtype=torch.bool)
+    stages = {
+        "text encoder (MiniLM) + projection": lambda: model.text_proj(
+            model.text_encoder(batch["input_ids"], batch["attention_mask"])),
+        "image encoder (EfficientNet-Lite0)": lambda: model.image_encoder(batch["pixel_values"]),
+        "image projections + image transformer": lambda: model.image_transformer(
+            torch.cat([model.global_proj(pooled).unsqueeze(1), model.patch_proj(patches)], dim=1)),
+        "fusion transformer + pooling + classifier": lambda: model.classifier(
+            model.pooling(model.fusion_transformer(torch.cat([text, image], 1), keep)[0], keep)),
+        "whole forward": lambda: model(**batch),
+    }
+    counted = {name: flops(fn) for name, fn in stages.items()}
+    rows = ["| stage | GFLOPs per post | share |", "|---|---:|---:|"]
+    rows += [f"| {name} | {value:.2f} | {value / counted['whole forward']:.0%} |" for name, value in counted.items()]
+    return (f"FLOPs by stage (d={args.fusion_dim}, {args.text_tokens} text tokens, 50 image tokens, "
+            f"224 px image; counted by torch.utils.flop_counter):\n\n" + "\n".join(rows))
+
+
 def run_all(args: argparse.Namespace) -> list[dict]:
     import torch
     from tqdm import tqdm
@@ -196,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, args)))
+        return 0
+    if args.breakdown:
+        print(breakdown(args))
         return 0
     started = time.time()
     load_before = os.getloadavg()[0]
