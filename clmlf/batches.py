@@ -52,7 +52,9 @@ class PostDataset(Dataset):
 
     ``distractors`` is a pool of label-free photos; an image-less sample gets one of
     them with probability ``distractor_rate`` (training only), teaching the model to
-    ignore photos that say nothing about the text's sentiment.
+    ignore photos that say nothing about the text's sentiment. Distractors are not
+    augmented (both views get the same tensor), so their image features can be
+    memoised (:mod:`clmlf.image_cache`).
     """
 
     def __init__(
@@ -93,7 +95,10 @@ class PostDataset(Dataset):
                 picture = self.distractors[int(torch.randint(len(self.distractors), ()))]
                 distractor = True
             image = image_aug = None
-            if picture is not None:
+            if distractor:  # not augmented: a fixed pool of tensors whose features can be cached
+                image = self.pre.image_tensor(picture)
+                image_aug = image if self.with_augmented_view else None
+            elif picture is not None:
                 base = self.pre.resize_and_crop(picture)
                 image = self.pre.to_tensor(self.augment(base))
                 if self.with_augmented_view:

@@ -453,6 +453,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     objective = TrainingObjective(model, cfg)
     step_fn: nn.Module | None = None
 
+    if cfg.distractor_rate > 0:
+        from clmlf.image_cache import ImageFeatureCache
+
+        ImageFeatureCache(max_entries=cfg.distractor_pool).install(model.image_encoder)
     cache = None
     if cfg.cache_text and state["epoch"] < cfg.stage1_epochs:
         cache = _prefilled_cache(cfg, model, pre, train_samples, dev_split.samples, dist_info)

@@ -56,13 +56,17 @@ def plot_attention(
     n = len(grids)
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 3.3 * rows + 0.4), squeeze=False,
+                             layout="constrained")
     height, width = picture.shape[:2]
+    low = float(min(np.min(g) for g in grids))
+    high = float(max(np.max(g) for g in grids))  # one colour scale for every panel
     for ax in axes.flat:
         ax.axis("off")
     for ax, grid, token in zip(axes.flat, grids, tokens, strict=False):
         ax.imshow(picture)
-        overlay = ax.imshow(grid, cmap="jet", alpha=0.45, extent=(0, width, height, 0), interpolation="bilinear")
+        overlay = ax.imshow(grid, cmap="jet", alpha=0.45, extent=(0, width, height, 0), interpolation="bilinear",
+                            vmin=low, vmax=high)
         ax.set_title(f"'{token}'", fontsize=11)
     fig.colorbar(overlay, ax=axes.ravel().tolist(), shrink=0.8, label="share of the token's attention to patches")
     if title:

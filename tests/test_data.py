@@ -144,6 +144,7 @@ def test_post_dataset_is_reproducible_per_seed_epoch_and_index(tmp_path):
     assert torch.equal(first.image, again.image) and torch.equal(first.image_aug, again.image_aug)
     assert not torch.equal(first.image, first.image_aug)  # two independent augmentations
     assert data[10].distractor and data[10].image is not None  # image-less sample got a photo
+    assert torch.equal(data[10].image, data[10].image_aug)  # distractors are not augmented (cacheable)
     assert not data[0].distractor  # its own image wins
     data.set_epoch(1)
     assert not torch.equal(data[0].image, first.image)
@@ -209,3 +210,19 @@ def test_distractor_pools_are_reproducible_and_disjoint():
     with pytest.raises(ValueError):
         next(distractor_images(1, "test"))
 
+
+
+def test_image_feature_cache_matches_the_encoder():
+    from clmlf.image_cache import ImageFeatureCache
+
+    encoder = build_tiny_model().image_encoder
+    pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected_map, expected_pooled = encoder(pixels)
+    cache = ImageFeatureCache(max_entries=2)
+    cache.install(encoder)
+    got_map, got_pooled = encoder(pixels)
+    assert torch.allclose(got_map, expected_map, atol=1e-2) and torch.allclose(got_pooled, expected_pooled, atol=1e-2)
+    again_map, _ = encoder(pixels[[1, 0]])
+    assert torch.equal(again_map[0], got_map[1]) and (cache.hits, cache.misses, len(cache)) == (2, 3, 2)
+    cache.uninstall()
+    assert "forward" not in encoder.__dict__

@@ -119,7 +119,13 @@ def evaluate_split(
         )
     target = _resolve_device(device)
     model = loaded.model.to(target).eval()
-    photos = list(distractor_images(64, pool="eval", seed=photo_seed, size=loaded.config.resize)) if attach_photos else []
+    photos = []
+    if attach_photos:
+        from clmlf.image_cache import ImageFeatureCache
+
+        photos = list(distractor_images(64, pool="eval", seed=photo_seed, size=loaded.config.resize))
+        if loaded.config.freeze_image_encoder:
+            ImageFeatureCache(max_entries=len(photos)).install(model.image_encoder)
     dataset_obj = PostDataset(data.samples, loaded.preprocessor, use_images=use_images, distractors=photos,
                               distractor_rate=1.0 if attach_photos else 0.0, seed=photo_seed)
     logits, _, gold = predict_dataset(model, dataset_obj, BatchCollator(loaded.preprocessor), batch_size, target,

@@ -1,0 +1,72 @@
+"""Memoised feature maps of a frozen image encoder, for photos that recur unchanged.
+
+The label-free distractor photos of ``--distractor-rate`` come from a fixed pool
+and are not augmented, so the frozen image encoder (eval mode, no gradients)
+would compute the same feature map for each of them over and over. The cache
+keys each pixel tensor by a BLAKE2b digest of its bytes and keeps its feature
+map in float16 (rows it has not seen are computed in one batch). Like
+:class:`clmlf.text_cache.TextStateCache` it is installed by overriding the
+encoder instance's ``forward``; parameters and state dict are untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor, nn
+
+
+class ImageFeatureCache:
+    """``forward(pixel_values) -> (feature_map, pooled)`` with a per-image memo (bounded by ``max_entries``)."""
+
+    def __init__(self, max_entries: int = 1024, dtype: torch.dtype = torch.float16):
+        self.max_entries = max_entries
+        self.dtype = dtype
+        self._store: dict[bytes, Tensor] = {}
+        self._encoder: nn.Module | None = None
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    @property
+    def installed(self) -> bool:
+        return self._encoder is not None
+
+    def install(self, encoder: nn.Module) -> None:
+        if any(p.requires_grad for p in encoder.parameters()):
+            raise ValueError("only a frozen image encoder can be cached")
+        self._encoder = encoder
+        encoder.forward = self._forward
+
+    def uninstall(self) -> None:
+        if self._encoder is not None and "forward" in self._encoder.__dict__:
+            del self._encoder.__dict__["forward"]
+        self._encoder = None
+        self._store.clear()
+
+    @staticmethod
+    def _digest(pixels: Tensor) -> bytes:
+        return hashlib.blake2b(pixels.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
+
+    @torch.no_grad()
+    def _forward(self, pixel_values: Tensor) -> tuple[Tensor, Tensor]:
+        assert self._encoder is not None
+        keys = [self._digest(row) for row in pixel_values]
+        missing = [i for i, key in enumerate(keys) if key not in self._store]
+        computed: dict[bytes, Tensor] = {}
+        if missing:
+            rows = torch.tensor(missing, device=pixel_values.device)
+            feature_map, _ = type(self._encoder).forward(self._encoder, pixel_values[rows])
+            for j, i in enumerate(missing):
+                value = feature_map[j].to("cpu", self.dtype).clone()
+                computed[keys[i]] = value
+                if len(self._store) < self.max_entries:
+                    self._store[keys[i]] = value
+            self.misses += len(missing)
+        self.hits += len(keys) - len(missing)
+        maps = torch.stack([(self._store.get(k) if k in self._store else computed[k]).float() for k in keys])
+        maps = maps.to(pixel_values.device)
+        return maps, maps.mean(dim=(2, 3))
