@@ -209,3 +209,27 @@ def test_real_entry_point_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> N
     results = read_lines(out)
     assert results[0]["id"] == "x" and results[1]["error"]["reason"] == "invalid_json"
     assert "line 2: skipped, invalid_json" in done.stderr
+
+
+def test_without_checkpoint_and_without_embedded_model(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import clmlf.default_model as default_model
+
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIRNAME", "no_such_default_model")
+    monkeypatch.delenv("CLMLF_CHECKPOINT", raising=False)
+    source = tmp_path / "p.jsonl"
+    source.write_text("{}\n")
+    assert_exit_2(["--input", str(source)], capsys, "pass --checkpoint DIR")
+
+
+@pytest.mark.skipif(not (REPO / "clmlf" / "default_model_files" / "config.json").is_file(),
+                    reason="the embedded default model has not been trained into the tree yet")
+def test_embedded_default_model_labels_the_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLMLF_CHECKPOINT", raising=False)
+    source = tmp_path / "few.jsonl"
+    source.write_text("\n".join((REPO / "examples" / "posts.jsonl").read_text().splitlines()[:4]) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert run_predict(["--input", str(source), "--output", str(out), "--device", "cpu"]) == 0
+    results = read_lines(out)
+    assert len(results) == 4 and all("error" not in r for r in results)
+    assert results[0]["image"] == "used" and results[1]["image"] == "none"
