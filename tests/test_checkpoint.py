@@ -79,6 +79,23 @@ def test_frozen_builtin_encoder_is_not_stored_but_reloaded(tmp_path: Path) -> No
     assert torch.equal(load(full).model(**batch).logits, model(**batch).logits)
 
 
+def test_frozen_minilm_is_not_stored_but_reloaded(tmp_path: Path) -> None:
+    """The embedded default's layout: a frozen package text encoder is rebuilt from the package."""
+    config = tiny_config().model_copy(update={"text_encoder": "minilm", "freeze_text_encoder": True})
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = CLMLF(config).eval()
+    path = save_checkpoint(model, model.text_encoder.tokenizer, tmp_path / "minilm")
+    stored = load_file(str(path / "model.safetensors"))
+    assert not any(key.startswith("text_encoder.") for key in stored)
+    assert not (path / "text_encoder").exists()
+    assert (path / "model.safetensors").stat().st_size < 2_000_000  # fusion + tiny CNN only
+    loaded = load(path)
+    assert loaded.model.text_encoder.frozen
+    batch = sample_batch(loaded)
+    assert torch.equal(loaded.model(**batch).logits, model(**batch).logits)
+
+
 def test_extra_metadata_is_kept(tmp_path: Path) -> None:
     model = build_tiny_model()
     path = save_checkpoint(model, model.text_encoder.tokenizer, tmp_path / "x", extra={"dev_f1": 0.71})
