@@ -214,11 +214,8 @@ class CLMLF(nn.Module):
         image_present = image_present.to(device=input_ids.device, dtype=torch.bool)
 
         text = self.text_proj(self.text_encoder(input_ids, attention_mask, token_type_ids))
-        image = self._image_tokens(pixel_values, image_present, batch, text)
-        if pixel_values is not None and not bool(image_present.all()):
-            # Zero the absent rows so not even a NaN could leak through a 0 attention weight.
-            image = torch.where(image_present[:, None, None], image, torch.zeros_like(image))
-        image = image.to(text.dtype)
+        # Rows without an image get exact zeros (their pixels are never read), then are masked below.
+        image = self._image_tokens(pixel_values, image_present, batch, text).to(text.dtype)
 
         text_keep = attention_mask.to(torch.bool)
         image_keep = image_present[:, None].expand(batch, image.shape[1])
