@@ -170,7 +170,9 @@ def _build_model(path: Path, meta: dict[str, Any], config: ModelConfig, tokenize
         else:
             text = create_text_encoder(config)
             text.tokenizer = tokenizer
-        image = create_image_encoder(config)
+        # A stored image encoder gets its weights from model.safetensors, not from its original file.
+        image_config = config.model_copy(update={"image_weights": None}) if "image_encoder" in stored_groups else config
+        image = create_image_encoder(image_config)
     except EncoderError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from None
     return CLMLF(config, text, image)

@@ -96,6 +96,20 @@ def test_frozen_minilm_is_not_stored_but_reloaded(tmp_path: Path) -> None:
     assert torch.equal(loaded.model(**batch).logits, model(**batch).logits)
 
 
+def test_resnet50_weights_file_not_needed_after_saving(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    from torchvision.models import resnet50
+
+    weights = tmp_path / "resnet50.safetensors"
+    save_file({k: v.contiguous() for k, v in resnet50(weights=None).state_dict().items()}, str(weights))
+    config = tiny_config().model_copy(update={"image_encoder": "resnet50", "image_weights": str(weights)})
+    model = CLMLF(config).eval()
+    path = save_checkpoint(model, model.text_encoder.tokenizer, tmp_path / "resnet")
+    weights.unlink()  # the serving machine does not have the original file
+    loaded = load(path)
+    torch.testing.assert_close(loaded.model.image_encoder.body[0].weight, model.image_encoder.body[0].weight)
+
+
 def test_extra_metadata_is_kept(tmp_path: Path) -> None:
     model = build_tiny_model()
     path = save_checkpoint(model, model.text_encoder.tokenizer, tmp_path / "x", extra={"dev_f1": 0.71})
