@@ -57,15 +57,16 @@ class ImageFeatureCache:
         keys = [self._digest(row) for row in pixel_values]
         missing = [i for i, key in enumerate(keys) if key not in self._store]
         computed: dict[bytes, Tensor] = {}
-        if missing:
-            rows = torch.tensor(missing, device=pixel_values.device)
-            feature_map, _ = type(self._encoder).forward(self._encoder, pixel_values[rows])
-            for j, i in enumerate(missing):
-                value = feature_map[j].to("cpu", self.dtype).clone()
+        # One image at a time: a feature map must not depend on which other images missed with it
+        # (batched kernels can differ in the last bit, which would break exact resume).
+        for i in missing:
+            if keys[i] not in computed:
+                feature_map, _ = type(self._encoder).forward(self._encoder, pixel_values[i : i + 1])
+                value = feature_map[0].to("cpu", self.dtype).clone()
                 computed[keys[i]] = value
                 if len(self._store) < self.max_entries:
                     self._store[keys[i]] = value
-            self.misses += len(missing)
+        self.misses += len(missing)
         self.hits += len(keys) - len(missing)
         maps = torch.stack([(self._store.get(k) if k in self._store else computed[k]).float() for k in keys])
         maps = maps.to(pixel_values.device)
