@@ -9,7 +9,8 @@
 
 Posts without an image (``image_present`` False) get their 50 image tokens
 zeroed and masked out of the fusion attention and of the pooling, so their
-logits depend on the text alone, whatever the pixel tensor holds. The two
+logits depend on the text alone, whatever the pixel tensor holds. A batch with
+no image at all skips the image encoder and fuses the text tokens alone. The two
 projection heads ``proj_original`` / ``proj_augmented`` feed the contrastive
 losses (:mod:`clmlf.losses`); they are not used for classification.
 """
@@ -32,7 +33,8 @@ class ModelOutput:
     """``logits`` [B, n_labels]; ``fused`` = pooled representation R [B, d];
     ``attentions`` = one [B, heads, L, L] tensor per fusion layer (only when requested),
     where positions are the ``num_text_tokens`` text tokens, then the global image
-    token, then the image patches in row-major order."""
+    token, then the image patches in row-major order (L = text tokens only when no
+    post of the batch has an image)."""
 
     logits: Tensor
     fused: Tensor
@@ -172,32 +174,14 @@ class CLMLF(nn.Module):
         tokens, _ = self.image_transformer(tokens)
         return tokens
 
-    def _image_tokens(self, pixel_values: Tensor | None, image_present: Tensor, batch: int, like: Tensor) -> Tensor:
-        """Image tokens for the batch; rows without an image are exact zeros and the encoder never sees them."""
-        if pixel_values is None or not bool(image_present.any()):
-            grid = self._grid_size(like.device)
-            return like.new_zeros(batch, 1 + grid, self.config.fusion_dim)
+    def _image_tokens(self, pixel_values: Tensor, image_present: Tensor) -> Tensor:
+        """Image tokens [B, 1 + h*w, d]; rows without an image are exact zeros and the encoder never sees them."""
         if bool(image_present.all()):
             return self.encode_image(pixel_values)
         encoded = self.encode_image(pixel_values[image_present])
-        tokens = encoded.new_zeros(batch, encoded.shape[1], encoded.shape[2])
+        tokens = encoded.new_zeros(image_present.shape[0], encoded.shape[1], encoded.shape[2])
         tokens[image_present] = encoded
         return tokens
-
-    def _grid_size(self, device: torch.device) -> int:
-        """Number of patch tokens the image encoder produces at ``config.image_size`` (cached)."""
-        cached = getattr(self, "_cached_grid", None)
-        if cached is None:
-            size = self.config.image_size
-            was_training = self.image_encoder.training
-            self.image_encoder.eval()
-            with torch.no_grad():
-                probe = torch.zeros(1, 3, size, size, device=device, dtype=next(self.image_encoder.parameters()).dtype)
-                feature_map, _ = self.image_encoder(probe)
-            self.image_encoder.train(was_training)
-            cached = int(feature_map.shape[2] * feature_map.shape[3])
-            self._cached_grid = cached
-        return cached
 
     def forward(
         self,
@@ -214,14 +198,17 @@ class CLMLF(nn.Module):
         image_present = image_present.to(device=input_ids.device, dtype=torch.bool)
 
         text = self.text_proj(self.text_encoder(input_ids, attention_mask, token_type_ids))
-        # Rows without an image get exact zeros (their pixels are never read), then are masked below.
-        image = self._image_tokens(pixel_values, image_present, batch, text).to(text.dtype)
+        keep = attention_mask.to(torch.bool)
+        tokens = text
+        if pixel_values is not None and bool(image_present.any()):
+            # Rows without an image get exact zeros (their pixels are never read), masked out below.
+            image = self._image_tokens(pixel_values, image_present).to(text.dtype)
+            tokens = torch.cat([text, image], dim=1)  # [B, Lt + 50, d]
+            keep = torch.cat([keep, image_present[:, None].expand(batch, image.shape[1])], dim=1)
+        # else: no image in the whole batch. The 50 image slots would all be masked, and a masked
+        # key gets exactly zero weight, so fusing the text tokens alone is the same function, cheaper.
 
-        text_keep = attention_mask.to(torch.bool)
-        image_keep = image_present[:, None].expand(batch, image.shape[1])
-        keep = torch.cat([text_keep, image_keep], dim=1)  # [B, Lt + 50]
-
-        fused_tokens, attentions = self.fusion_transformer(torch.cat([text, image], dim=1), keep, return_attentions)
+        fused_tokens, attentions = self.fusion_transformer(tokens, keep, return_attentions)
         if self.pooling is not None:
             fused = self.pooling(fused_tokens, keep)
         elif self.config.pooling == "mean":
