@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from consumers.alert_gauge import AlertGaugeRefresher
 from consumers.config import RunConfig
 from consumers.dlq import DeadLetterWriter
 from consumers.health import HealthServer
@@ -155,7 +156,11 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
 
         health = HealthServer(config.metrics_host, config.metrics_port, metrics.render, pipeline.healthy,
                               ready_probe).start()
-    return Assembled(pipeline, metrics, health, [_Closer(producer.close, 5), fetcher, redis_client])
+    from monitor.alerts import AlertEngine
+
+    alerts = AlertGaugeRefresher(AlertEngine(store).active, metrics.alert_active, metrics.topic_label)
+    alerts.start()
+    return Assembled(pipeline, metrics, health, [alerts, _Closer(producer.close, 5), fetcher, redis_client])
 
 
 class _Closer:

@@ -212,8 +212,9 @@ class Pipeline:
         if now - self._last_commit >= COMMIT_INTERVAL:
             self._commit()
         self._apply_backpressure(force_pause=not poll)
+        room = max(1, self.settings.max_in_flight - self.tracker.pending())
         try:
-            batches = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+            batches = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=room)
         except KafkaError as exc:
             log.warning("poll failed, retrying: %s", exc)
             time.sleep(0.5)
