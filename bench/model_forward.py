@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}` ({time.time() - started:.0f} s, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
         f"Machine: {machine()}; torch threads: {args.threads}; 1-min load average at start "
         f"{load_before:.1f}, at end {os.getloadavg()[0]:.1f} (other jobs shared the cores)\n\n"
-        f"Fusion width d={args.fusion_dim}. Synthetic posts of {args.text_tokens} tokens with one image each (text-only column: no images, "
-        f"image encoder skipped). Median of {args.repeats} forward passes after a warm-up pass on up to 8 posts. CPU peak memory: "
+        f"Fusion width d={args.fusion_dim}. Synthetic posts of {args.text_tokens} tokens with one image each (text-only column: a batch "
+        f"without images, so the image encoder and image transformer are skipped). Median of {args.repeats} forward passes after a warm-up pass on up to 8 posts. CPU peak memory: "
         "ru_maxrss increase over the process's RSS after model load (fresh process per batch size); "
         "CUDA: torch.cuda.max_memory_allocated.\n\n" + table(results)
     )
