@@ -37,7 +37,7 @@ def test_n_posts_counted_once_even_when_produced_twice(tmp_path, broker, redis_s
     store = store_for(redis_server.url, unique_name)
 
     first = member(tmp_path, "first", broker, redis_server.url, topic, "g1", unique_name, tiny_checkpoint,
-                   "--exit-when-idle", "4s", "--output-topic", f"{topic}.out")
+                   "--exit-when-idle", "2s", "--output-topic", f"{topic}.out")
     assert first.wait() == 0, first.log()[-3000:]
 
     for watch_topic in ("brand", "launch"):
@@ -63,7 +63,7 @@ def test_n_posts_counted_once_even_when_produced_twice(tmp_path, broker, redis_s
     # The same posts again (a producer retry storm), read by a fresh group: still N.
     produce(broker.bootstrap, topic, posts)
     second = member(tmp_path, "second", broker, redis_server.url, topic, "g2", unique_name, tiny_checkpoint,
-                    "--exit-when-idle", "4s")
+                    "--exit-when-idle", "2s")
     assert second.wait() == 0, second.log()[-3000:]
     assert counted_total(store, "brand") == n
     assert stored_ids(store) == {p["id"] for p in posts}
@@ -76,14 +76,14 @@ def test_sigkill_mid_stream_then_restart_counts_exactly_n(tmp_path, broker, redi
     posts = make_posts(n)
     store = store_for(redis_server.url, unique_name)
     victim = member(tmp_path, "victim", broker, redis_server.url, topic, "g", unique_name, tiny_checkpoint,
-                    "--max-batch", "1", "--max-in-flight", "4")
+                    "--max-batch", "1", "--max-in-flight", "4", "--session-timeout-ms", "3000")
     produce(broker.bootstrap, topic, posts)
     wait_until(lambda: counted_total(store, "brand") >= 20, 60, "the first posts to be counted")
     victim.kill()
     assert counted_total(store, "brand") < n, "the victim finished before it was killed; raise n"
 
     survivor = member(tmp_path, "survivor", broker, redis_server.url, topic, "g", unique_name,
-                      tiny_checkpoint, "--exit-when-idle", "4s")
+                      tiny_checkpoint, "--exit-when-idle", "2s")
     assert survivor.wait() == 0, survivor.log()[-3000:]
     assert counted_total(store, "brand") == n
     assert stored_ids(store) == {p["id"] for p in posts}

@@ -32,7 +32,7 @@ def test_redis_outage_is_retried_and_counts_exactly_n(tmp_path, broker, private_
     create_topic(broker, topic, 2)
     running = Member(tmp_path, "m", bootstrap=broker.bootstrap, topic=topic, group="g",
                      redis_url=private_redis.url, prefix="t", checkpoint=tiny_checkpoint,
-                     extra=["--exit-when-idle", "4s", "--max-batch", "8"])
+                     extra=["--exit-when-idle", "2s", "--max-batch", "8"])
     store = store_for(private_redis.url, "t")
     posts = make_posts(n)
     produce(broker.bootstrap, topic, posts[: n // 2])
@@ -59,11 +59,13 @@ def test_broker_partition_is_survived_and_counts_exactly_n(tmp_path, redis_serve
             produce(broker.bootstrap, topic, posts[: n // 2])
             running = Member(tmp_path, "m", bootstrap=f"127.0.0.1:{proxy.port}", topic=topic, group="g",
                              redis_url=redis_server.url, prefix=unique_name, checkpoint=tiny_checkpoint,
-                             extra=["--exit-when-idle", "5s", "--max-batch", "8"])
+                             extra=["--exit-when-idle", "6s", "--max-batch", "8",
+                                    "--session-timeout-ms", "3000"])
             store = store_for(redis_server.url, unique_name)
             wait_until(lambda: counted_total(store, "brand") == n // 2, 60, "the first half to be counted")
             proxy.cut()
-            time.sleep(8)  # longer than the session timeout: the group forgets the member
+            time.sleep(4.5)  # longer than the 3 s session timeout (the group forgets the member),
+            # shorter than --exit-when-idle (an idle member would leave)
             assert running.proc.poll() is None, "the member must survive losing the broker"
             proxy.restore()
             produce(broker.bootstrap, topic, posts[n // 2 :])  # only reachable through the restored proxy

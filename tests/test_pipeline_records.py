@@ -147,7 +147,7 @@ def test_every_malformed_kind_goes_to_the_dlq_and_good_records_around_it_count(
 
     running = Member(tmp_path, "m", bootstrap=broker.bootstrap, topic=topic, group="g",
                      redis_url=redis_server.url, prefix=unique_name, checkpoint=tiny_checkpoint,
-                     extra=["--exit-when-idle", "3s"])
+                     extra=["--exit-when-idle", "2s"])
     assert running.wait() == 0, running.log()[-3000:]
 
     store = store_for(redis_server.url, unique_name)
@@ -194,7 +194,7 @@ def test_image_failures_degrade_to_text_only_without_stalling_the_stream(
     produce(broker.bootstrap, topic, posts)
     running = Member(tmp_path, "m", bootstrap=broker.bootstrap, topic=topic, group="g",
                      redis_url=redis_server.url, prefix=unique_name, checkpoint=tiny_checkpoint,
-                     extra=["--exit-when-idle", "3s", "--allow-private-images", "--image-timeout", "1s"])
+                     extra=["--exit-when-idle", "2s", "--allow-private-images", "--image-timeout", "1s"])
     assert running.wait() == 0, running.log()[-3000:]
 
     store = store_for(redis_server.url, unique_name)
