@@ -149,11 +149,10 @@ class TrainingObjective(nn.Module):
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
         from clmlf.losses import dbcl_loss, lbcl_loss
-        from clmlf.text_only import forward_batch
 
         cfg = self.cfg
         labels = batch["labels"]
-        out = forward_batch(self.model, batch["original"])
+        out = self.model(**batch["original"])
         ce = F.cross_entropy(out.logits.float(), labels)
         parts = {"ce": ce}
         loss = ce
@@ -163,7 +162,7 @@ class TrainingObjective(nn.Module):
                 parts["lbcl"] = lbcl_loss(z, labels, cfg.temperature, cfg.lbcl_form)
                 loss = loss + cfg.lbcl_weight * parts["lbcl"]
             if cfg.dbcl:
-                aug = forward_batch(self.model, batch["augmented"])
+                aug = self.model(**batch["augmented"])
                 parts["dbcl"] = dbcl_loss(z, self.model.proj_augmented(aug.fused), cfg.temperature)
                 loss = loss + cfg.dbcl_weight * parts["dbcl"]
         parts["loss"] = loss
@@ -328,8 +327,6 @@ def predict_dataset(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from clmlf.text_only import forward_batch
-
     dist_info = dist_info or _Dist()
     was_training = model.training
     model.eval()
@@ -340,7 +337,7 @@ def predict_dataset(
     for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
         inputs = {k: v.to(device) for k, v in batch["original"].items()}
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            out = forward_batch(model, inputs)
+            out = model(**inputs)
         logits.append(out.logits.float().cpu())
         fused.append(out.fused.float().cpu())
         labels.append(batch["labels"])
