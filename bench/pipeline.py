@@ -2,8 +2,7 @@
 
 1. Bare ``clmlf predict`` path: ``clmlf.commands.predict.predict_stream`` (the code
    behind ``clmlf predict``: parse, fetch/decode images on a thread pool, Predictor
-   in batches of --max-batch) over the posts, no Kafka, no Redis.  Also the model
-   alone (images decoded beforehand) for reference.
+   in batches of --max-batch) over the posts, no Kafka, no Redis.
 2. Pipeline: the same posts pre-loaded in a topic of a private Tansu broker, one
    in-process ``clmlf-monitor run`` pipeline (same Predictor object, same batch
    size) until every result is in a private Redis: Kafka -> validation -> image
@@ -173,25 +172,6 @@ def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True)
     return len(posts) / elapsed
 
 
-def bench_model_only(predictor, posts: list[dict], image_base: str) -> float:
-    """posts/s of Predictor.predict alone (images fetched and decoded beforehand)."""
-    import httpx
-
-    from clmlf.inference import InferenceItem
-
-    items = []
-    for post in posts:
-        image = None
-        if "image_b64" in post:
-            image = predictor.preprocessor.image_from_bytes(base64.b64decode(post["image_b64"]))
-        elif "image_url" in post:
-            image = predictor.preprocessor.image_from_bytes(httpx.get(post["image_url"]).content)
-        items.append(InferenceItem(post["text"], None, image))
-    start = time.perf_counter()
-    predictor.predict(items)
-    return len(posts) / (time.perf_counter() - start)
-
-
 class PipelineHarness:
     """A private broker + Redis + one in-process pipeline reading ``topic``."""
 
@@ -318,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_predict_path(predictor, warm)
             # Rounds alternate predict path and pipeline on the same posts (fresh ids each round), so
             # load from other work on a shared machine hits both alike; medians are reported.
-            predict_rates, model_rates, pipeline_rates, ratios = [], [], [], []
+            predict_rates, pipeline_rates, ratios = [], [], []
             for round_no in range(args.rounds):
                 posts = make_posts(args.posts, f"r{round_no}-", args.image_share, images.base, seed=2)
                 say(f"round {round_no + 1}/{args.rounds}: bare predict path on {len(posts)} posts ...")
@@ -329,12 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                 ratios.append(pipeline_rates[-1] / predict_rates[-1])
                 say(f"  pipeline {pipeline_rates[-1]:.2f} posts/s, predict path {predict_rates[-1]:.2f} posts/s, "
                     f"ratio {ratios[-1]:.3f}")
-            model_rates.append(bench_model_only(predictor, posts, images.base))
             pipeline_rate = statistics.median(pipeline_rates)
             results.update(rounds=args.rounds,
                            predict_path_posts_per_s=round(statistics.median(predict_rates), 2),
                            pipeline_posts_per_s=round(pipeline_rate, 2),
-                           model_only_posts_per_s=round(model_rates[0], 2),
                            efficiency_vs_predict_path=round(statistics.median(ratios), 3),
                            efficiency_per_round=[round(r, 3) for r in ratios])
             results["latency"] = []

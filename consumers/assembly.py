@@ -26,6 +26,10 @@ from consumers.worker import ModelWorker
 
 log = logging.getLogger(__name__)
 
+# A broker that cannot be reached at start-up ends the process (exit 1) after this long;
+# once running, outages are retried for as long as they last.
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
 
 @dataclass
 class Assembled:
@@ -71,6 +75,7 @@ def kafka_producer(config: RunConfig) -> Any:
 
     return KafkaProducer(bootstrap_servers=config.bootstrap.split(","), acks="all", linger_ms=5,
                          max_block_ms=5000, request_timeout_ms=10_000, retries=5,
+                         bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                          **config.security.client_kwargs())
 
 
@@ -90,6 +95,7 @@ def kafka_consumer(config: RunConfig) -> Any:
         max_poll_records=max(100, config.max_batch * 4),
         request_timeout_ms=max(30_000, session + 5000),
         reconnect_backoff_max_ms=2000,
+        bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         **config.security.client_kwargs(),
     )
 

@@ -117,15 +117,16 @@ class DeadLetterWriter:
         item.retry_at = time.monotonic() + min(self._max_backoff, 0.2 * 2 ** min(item.attempts, 10))
         log.warning("dead-letter send failed (attempt %d), will retry: %s", item.attempts, exc)
 
-    def completed(self) -> list[tuple[PartitionLease, int]]:
-        """Source offsets whose dead letter the broker acknowledged (and retry failed sends)."""
+    def completed(self, resend: bool = True) -> list[tuple[PartitionLease, int]]:
+        """Source offsets whose dead letter the broker acknowledged; failed sends are retried
+        (unless ``resend`` is false: inside a rebalance callback nothing may block)."""
         done, still = [], []
         now = time.monotonic()
         for item in self._pending:
             if item.lease.revoked:
                 continue
             if item.future is None:
-                if now >= item.retry_at:
+                if resend and now >= item.retry_at:
                     self._send(item)
                 still.append(item)
             elif not item.future.is_done:

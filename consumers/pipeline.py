@@ -126,6 +126,7 @@ class Pipeline:
         self._last_lag = 0.0
         self._last_activity = time.monotonic()
         self._joined = False
+        self._deferred: list[DeadLetter] = []
 
     # ----------------------------------------------------------------- probes
 
@@ -163,7 +164,7 @@ class Pipeline:
 
     def revoke_commit_points(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Finished work of partitions about to be revoked, as commit points."""
-        self._collect()
+        self._collect(resend=False)
         return self.tracker.commit_points(partitions)
 
     def revoke_committed(self, points: dict[TopicPartition, int]) -> None:
@@ -243,8 +244,12 @@ class Pipeline:
                                     key=record.key, raw=value, post=post, record_time=record.timestamp / 1000.0,
                                     received=time.monotonic()))
 
-    def _collect(self) -> None:
-        """Move finished offsets (sinks, dead letters) into the tracker."""
+    def _collect(self, resend: bool = True) -> None:
+        """Move finished offsets (sinks, dead letters) into the tracker.
+
+        ``resend=False`` (inside a rebalance callback) sends nothing: new dead
+        letters wait for the next normal call.
+        """
         while True:
             try:
                 message = self.completions.get_nowait()
@@ -253,19 +258,25 @@ class Pipeline:
             if isinstance(message, Done):
                 self.tracker.finish(message.lease, message.offset)
             elif isinstance(message, DeadLetter):
-                item = message.item
-                if item.lease.revoked:
-                    continue
-                self.metrics.dlq.labels(reason=message.reason).inc()
-                self.dlq.submit(item.lease, dlq_topic=self.settings.dlq_topic, source_topic=item.topic,
-                                partition=item.partition, offset=item.offset, key=item.key, value=item.raw,
-                                timestamp_ms=int(item.record_time * 1000), reason=message.reason,
-                                detail=message.detail)
-        dead_lettered = self.dlq.completed()
+                self._deferred.append(message)
+        if resend:
+            deferred, self._deferred = self._deferred, []
+            for message in deferred:
+                self._dead_letter(message)
+        dead_lettered = self.dlq.completed(resend=resend)
         for lease, offset in dead_lettered:
             self.tracker.finish(lease, offset)
         if dead_lettered:
             self.metrics.last_progress.set(time.time())
+
+    def _dead_letter(self, message: DeadLetter) -> None:
+        item = message.item
+        if item.lease.revoked:
+            return
+        self.metrics.dlq.labels(reason=message.reason).inc()
+        self.dlq.submit(item.lease, dlq_topic=self.settings.dlq_topic, source_topic=item.topic,
+                        partition=item.partition, offset=item.offset, key=item.key, value=item.raw,
+                        timestamp_ms=int(item.record_time * 1000), reason=message.reason, detail=message.detail)
 
     def _commit(self, partitions: list[TopicPartition] | None = None) -> bool:
         self._last_commit = time.monotonic()
@@ -325,7 +336,7 @@ class Pipeline:
         limit = self.settings.exit_when_idle
         if limit is None or not self._joined:
             return False
-        if self.tracker.pending() or len(self.dlq) or self.tracker.commit_points():
+        if self.tracker.pending() or len(self.dlq) or self._deferred or self.tracker.commit_points():
             self._last_activity = time.monotonic()
             return False
         return time.monotonic() - self._last_activity >= limit

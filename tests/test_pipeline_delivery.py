@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 
 import pytest
 from pipeline_testlib import (
+    CLI,
     Member,
     committed_offsets,
     counted_total,
@@ -33,7 +35,12 @@ def test_n_posts_counted_once_even_when_produced_twice(tmp_path, broker, redis_s
     create_topic(broker, topic, 3)
     create_topic(broker, f"{topic}.out", 1)
     posts = make_posts(n, topics=("brand", "launch"))
-    produce(broker.bootstrap, topic, posts)
+    jsonl = tmp_path / "posts.jsonl"
+    jsonl.write_text("".join(json.dumps(p) + "\n" for p in posts))
+    sent = subprocess.run([*CLI, "produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--input", str(jsonl)],
+                          capture_output=True, text=True, timeout=60)
+    assert sent.returncode == 0 and f"sent {n} records" in sent.stderr, sent.stderr
+    assert sorted(r.key.decode() for r in read_topic(broker.bootstrap, topic, n)) == sorted(p["id"] for p in posts)
     store = store_for(redis_server.url, unique_name)
 
     first = member(tmp_path, "first", broker, redis_server.url, topic, "g1", unique_name, tiny_checkpoint,

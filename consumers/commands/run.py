@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import signal
+import sys
 
 from consumers.config import add_run_arguments, run_config_from_args
 
@@ -55,12 +56,16 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from consumers.assembly import assemble
 
     log.info("starting: %s", config.describe())
+    from kafka.errors import KafkaError
+
     try:
         assembled = assemble(config)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # bad checkpoint, cuda without GPU, port in use, ...
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
-    except ValueError as exc:  # bad checkpoint, cuda without GPU, ...
-        parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
+    except KafkaError as exc:  # broker unreachable at start: exit 1, the supervisor restarts us
+        print(f"{parser.prog}: error: cannot reach Kafka at {config.bootstrap}: {' '.join(str(exc).split())}",
+              file=sys.stderr)
+        return 1
     pipeline = assembled.pipeline
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -1,0 +1,69 @@
+"""The streaming commands from the outside: bad arguments, produce edge cases, the demo end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+
+import pytest
+from pipeline_testlib import CLI
+
+from consumers.commands.produce import iter_lines, record_key
+
+
+def cli(*argv: str, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", **env))
+
+
+def test_record_key_is_the_post_id_when_there_is_one():
+    assert record_key(b'{"id": "p1", "text": "x"}') == b"p1"
+    for line in (b"not json", b'["id"]', b'{"id": 5}', b'{"text": "no id"}', b"\xff\xfe"):
+        assert record_key(line) is None
+
+
+def test_iter_lines_keeps_bytes_and_skips_blank_lines():
+    import io
+
+    raw = b'{"id": "a"}\r\n\n  \n\xff bad\n{"id": "b"}'
+    assert list(iter_lines(io.BytesIO(raw))) == [b'{"id": "a"}', b"\xff bad", b'{"id": "b"}']
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--topic", "t", "--group", "g", "--redis", "redis://x:1"], "--bootstrap is required"),
+    (["run", "--bootstrap", "h:1", "--topic", "t", "--group", "g", "--redis", "redis://x:1", "--max-batch", "x"],
+     "invalid int"),
+    (["produce", "--topic", "t", "--input", "-"], "--bootstrap is required"),
+    (["produce", "--bootstrap", "h:1", "--topic", "t", "--input", "/no/such/file.jsonl"], "cannot open"),
+    (["produce", "--bootstrap", "h:1", "--topic", "bad topic", "--input", "-"], "--topic"),
+    (["demo", "--duration", "soon"], "--duration"),
+    (["demo", "--posts", "0"], "--posts"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, needle):
+    result = cli(*argv, KAFKA_BOOTSTRAP_SERVERS="")
+    assert result.returncode == 2, result.stderr
+    assert needle in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+
+
+def test_run_from_environment_with_unreachable_broker_fails_in_one_line(tiny_checkpoint):
+    result = cli("run", "--checkpoint", str(tiny_checkpoint), "--metrics-port", "0", timeout=120,
+                 KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", KAFKA_TOPIC="t", KAFKA_GROUP_ID="g",
+                 REDIS_URL="redis://:s3cret@127.0.0.1:6379/0")
+    assert result.returncode == 1
+    assert "cannot reach Kafka at 127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
+    assert "s3cret" not in result.stderr  # the Redis password never reaches the log
+
+
+@pytest.mark.integration
+def test_demo_finishes_by_itself_and_leaves_nothing_running():
+    result = cli("demo", "--posts", "40", "--duration", "20s", timeout=170)
+    assert result.returncode == 0, result.stderr[-3000:]
+    query = [line for line in result.stdout.splitlines() if line.startswith('{"topic": "all"')]
+    assert query and json.loads(query[-1])["total"] == 40
+    assert "clmlf-monitor query" in result.stdout and "/metrics" in result.stderr
+    port = int(re.search(r"redis://127\.0\.0\.1:(\d+)", result.stdout).group(1))
+    with pytest.raises(OSError):  # the private redis-server is gone
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
