@@ -95,6 +95,7 @@ def kafka_consumer(config: RunConfig) -> Any:
         max_poll_records=max(100, config.max_batch * 4),
         request_timeout_ms=max(30_000, session + 5000),
         reconnect_backoff_max_ms=2000,
+        fetch_max_wait_ms=100,  # an idle partition answers within 100 ms: new posts are seen quickly
         bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         **config.security.client_kwargs(),
     )

@@ -317,3 +317,15 @@ def test_throttle_passes_one_record_per_template_per_interval():
     assert not throttle.filter(rec("kafka.net", "socket %s lost"))
     assert throttle.filter(rec("kafka.net", "another message"))
     assert throttle.filter(rec("clmlf.run", "socket %s lost")) and throttle.filter(rec("clmlf.run", "socket %s lost"))
+
+
+def test_every_metric_named_in_the_architecture_doc_is_exported():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    section = doc.split("## Prometheus metrics", 1)[1]
+    names = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `clmlf_")}
+    text = PipelineMetrics().render().decode()
+    exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    exported |= {f"{name}_total" for name in exported}
+    assert names and names <= exported, names - exported
