@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_testlib import TINY_MODEL_ARGS, make_mvsa
+from training_testlib import TINY_MODEL_ARGS, make_mvsa, make_tombert
 
 from clmlf.checkpoint import load
 from clmlf.cli import main
@@ -175,3 +175,13 @@ def test_two_process_ddp_on_cpu_with_gloo(tmp_path, data):
     assert records[-1]["step"] == 2 * 3  # 24 samples over 2 ranks x 4 per step = 3 steps per epoch
     assert done.stderr.count("done: best dev") == 1
     assert load(out / "best").config.fusion_dim == 32
+
+
+def test_aspect_preset_trains_an_aspect_checkpoint(tmp_path):
+    make_tombert(tmp_path / "absa")
+    out = tmp_path / "t15"
+    assert main(["train", "--preset", "twitter15", "--data-root", str(tmp_path / "absa"), "--out", str(out),
+                 *TINY_MODEL_ARGS, "--batch-size", "2", "--epochs", "1"]) == 0
+    loaded = load(out / "best")
+    assert loaded.config.aspect and loaded.config.labels == ("positive", "neutral", "negative")
+    assert _metrics(out)[0]["step"] == 2  # 3 samples, batch 2
