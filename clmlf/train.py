@@ -184,7 +184,8 @@ def _init_distributed(device: torch.device) -> _Dist:
     return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _resolve_device(name: str) -> torch.device:
+def training_device(name: str) -> torch.device:
+    """``auto``/``cpu``/``cuda`` -> the device of this process (``cuda:LOCAL_RANK`` under torchrun)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA GPU is available")
     if name == "cpu" or not torch.cuda.is_available():
@@ -307,6 +308,34 @@ def load_resume(out: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     return json.loads((folder / "state.json").read_text()), load_file(str(folder / "state.safetensors"))
 
 
+def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, Any]:
+    """Load ``out/resume`` into ``model``, ``optimizer`` and the RNGs; returns the loop state to continue from."""
+    state, tensors = load_resume(out)
+    if state["epoch"] >= cfg.stage1_epochs and not cfg.text_frozen_throughout:
+        _unfreeze_text(model)
+    model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing = set(_stored_state(model)) - model_tensors.keys()
+    if missing:
+        raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration (missing {sorted(missing)[:2]})")
+    model.load_state_dict(model_tensors, strict=False)
+    _optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
+    _restore_rng(tensors)
+    _truncate_metrics(out / METRICS_FILE, state["epoch"])
+    return state
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (0.9, 0.999, eps 1e-8): fusion + heads at ``lr``; the text encoder in its own group, lr 0 until stage 2."""
+    text_params = list(model.text_encoder.parameters())
+    text_ids = {id(p) for p in text_params}
+    fusion_params = [p for n, p in model.named_parameters()
+                     if id(p) not in text_ids and not n.startswith("image_encoder.")]
+    groups = [{"params": fusion_params, "lr": cfg.lr, "name": "fusion"}]
+    if not cfg.text_frozen_throughout:
+        groups.append({"params": text_params, "lr": 0.0, "name": "text_encoder"})
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
@@ -386,7 +415,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = _resolve_device(cfg.device)
+    device = training_device(cfg.device)
     if cfg.amp and device.type != "cuda":
         raise ValueError("--amp (bfloat16 autocast) needs a CUDA device")
     dist_info = _init_distributed(device)
@@ -408,29 +437,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     tokenizer = model.text_encoder.tokenizer
     pre = Preprocessor(model_config, tokenizer)
 
-    text_params = list(model.text_encoder.parameters())
-    text_ids = {id(p) for p in text_params}
-    fusion_params = [p for n, p in model.named_parameters() if id(p) not in text_ids and not n.startswith("image_encoder.")]
-    groups = [{"params": fusion_params, "lr": cfg.lr, "name": "fusion"}]
-    if not cfg.text_frozen_throughout:
-        groups.append({"params": text_params, "lr": 0.0, "name": "text_encoder"})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
-
+    optimizer = build_optimizer(model, cfg)
     state: dict[str, Any] = {"epoch": 0, "position": 0, "global_step": 0, "best_score": -math.inf, "best_epoch": 0,
-                             "sums": {}, "samples_seen": 0}
+                             "sums": {}}
     if cfg.resume:
-        state, tensors = load_resume(out)
-        state.pop("optimizer_meta", None)
-        if state["epoch"] >= cfg.stage1_epochs and not cfg.text_frozen_throughout:
-            _unfreeze_text(model)
-        model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        missing = set(_stored_state(model)) - model_tensors.keys()
-        if missing:
-            raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration (missing {sorted(missing)[:2]})")
-        model.load_state_dict(model_tensors, strict=False)
-        _optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
-        _restore_rng(tensors)
-        _truncate_metrics(out / METRICS_FILE, state["epoch"])
+        state = restore_resume(out, model, optimizer, cfg)
         if dist_info.main:
             log.info("resuming %s at epoch %d, sample %d (step %d)", out, state["epoch"] + 1, state["position"],
                      state["global_step"])

@@ -103,7 +103,8 @@ def evaluate_split(
     from clmlf.checkpoint import load
     from clmlf.data import load_split
     from clmlf.distractors import distractor_images
-    from clmlf.train import _resolve_device, predict_dataset
+    from clmlf.inference import resolve_device
+    from clmlf.train import predict_dataset
 
     if checkpoint is None:
         from clmlf.default_model import default_checkpoint_dir
@@ -117,7 +118,7 @@ def evaluate_split(
             f"{dataset} has {len(data.label_names)} classes but the checkpoint has {loaded.config.num_labels} "
             f"({', '.join(loaded.config.labels)})"
         )
-    target = _resolve_device(device)
+    target = resolve_device(device)
     model = loaded.model.to(target).eval()
     photos = []
     if attach_photos:

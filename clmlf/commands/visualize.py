@@ -87,7 +87,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _load(args: argparse.Namespace):
     from clmlf.checkpoint import load
-    from clmlf.train import _resolve_device
+    from clmlf.inference import resolve_device
 
     path = args.checkpoint
     if path is None:
@@ -95,7 +95,7 @@ def _load(args: argparse.Namespace):
 
         path = default_checkpoint_dir()
     loaded = load(path)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     loaded.model.to(device).eval()
     return loaded, device
 
