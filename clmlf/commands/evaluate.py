@@ -32,21 +32,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--checkpoint", default=env_default("CLMLF_CHECKPOINT"),
+    p.add_argument("--checkpoint", metavar="DIR", default=env_default("CLMLF_CHECKPOINT"),
                    help="checkpoint directory (default: embedded model; env CLMLF_CHECKPOINT)")
-    p.add_argument("--data-root", default=env_default("CLMLF_DATA_ROOT"), help="dataset folder (env CLMLF_DATA_ROOT)")
+    p.add_argument("--data-root", metavar="DIR", default=env_default("CLMLF_DATA_ROOT"), help="dataset folder (env CLMLF_DATA_ROOT)")
     p.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     p.add_argument("--split", default="dev", choices=("train", "dev", "test"))
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, metavar="N", default=64)
     p.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-images", action="store_true", help="ignore the dataset's images (text only)")
     p.add_argument("--attach-photos", action="store_true",
                    help="attach a label-free photo (held-out pool) to every post without an image")
-    p.add_argument("--photo-seed", type=int, default=0, help="seed of the attached photos")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--photo-seed", type=int, metavar="N", default=0, help="seed of the attached photos")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--log-level", default=env_default("LOG_LEVEL", "WARNING"))
+    p.add_argument("--log-level", metavar="LEVEL", default=env_default("LOG_LEVEL", "WARNING"))
     p.set_defaults(func=run)
 
 
