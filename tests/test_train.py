@@ -185,3 +185,11 @@ def test_aspect_preset_trains_an_aspect_checkpoint(tmp_path):
     loaded = load(out / "best")
     assert loaded.config.aspect and loaded.config.labels == ("positive", "neutral", "negative")
     assert _metrics(out)[0]["step"] == 2  # 3 samples, batch 2
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path, data):
+    out = tmp_path / "accum"
+    assert _train(tmp_path, out, "--epochs", "1", "--grad-accum", "2", "--no-dbcl") == 0
+    record = _metrics(out)[0]
+    assert record["step"] == 2  # 3 micro-batches of 8 -> steps after micro-batch 2 and after the last one
+    assert record["train_loss"] > 0
