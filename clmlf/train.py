@@ -317,8 +317,12 @@ def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     missing = set(_stored_state(model)) - model_tensors.keys()
     if missing:
         raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration (missing {sorted(missing)[:2]})")
-    model.load_state_dict(model_tensors, strict=False)
-    _optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
+    try:
+        model.load_state_dict(model_tensors, strict=False)
+        _optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration ({first})") from None
     _restore_rng(tensors)
     _truncate_metrics(out / METRICS_FILE, state["epoch"])
     return state

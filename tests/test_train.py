@@ -193,3 +193,11 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path, data):
     record = _metrics(out)[0]
     assert record["step"] == 2  # 3 micro-batches of 8 -> steps after micro-batch 2 and after the last one
     assert record["train_loss"] > 0
+
+
+def test_resume_with_another_architecture_exits_2(tmp_path, data, capsys):
+    assert _train(tmp_path, tmp_path / "r", "--epochs", "2", "--max-steps", "1", "--no-dbcl") == 0
+    with pytest.raises(SystemExit) as exit_info:
+        _train(tmp_path, tmp_path / "r", "--epochs", "2", "--no-dbcl", "--resume", "--fusion-dim", "64")
+    assert exit_info.value.code == 2
+    assert "state does not match this configuration" in capsys.readouterr().err.strip().splitlines()[-1]
