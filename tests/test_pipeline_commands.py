@@ -59,10 +59,10 @@ def test_run_from_environment_with_unreachable_broker_fails_in_one_line(tiny_che
 
 @pytest.mark.integration
 def test_demo_finishes_by_itself_and_leaves_nothing_running():
-    result = cli("demo", "--posts", "40", "--duration", "20s", timeout=170)
+    result = cli("demo", "--posts", "30", "--duration", "10s", timeout=170)
     assert result.returncode == 0, result.stderr[-3000:]
     query = [line for line in result.stdout.splitlines() if line.startswith('{"topic": "all"')]
-    assert query and json.loads(query[-1])["total"] == 40
+    assert query and json.loads(query[-1])["total"] == 30
     assert "clmlf-monitor query" in result.stdout and "/metrics" in result.stderr
     port = int(re.search(r"redis://127\.0\.0\.1:(\d+)", result.stdout).group(1))
     with pytest.raises(OSError):  # the private redis-server is gone
