@@ -303,6 +303,8 @@ def load_resume(out: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     from safetensors.torch import load_file
 
     folder = out / RESUME_DIR
+    if not (folder / "state.json").is_file() and (out / f"{RESUME_DIR}.old" / "state.json").is_file():
+        folder = out / f"{RESUME_DIR}.old"  # killed between the two renames of save_resume: the old state is whole
     if not (folder / "state.json").is_file():
         raise FileNotFoundError(f"{folder}: no resume state (run without --resume first)")
     return json.loads((folder / "state.json").read_text()), load_file(str(folder / "state.safetensors"))

@@ -201,3 +201,38 @@ def test_resume_with_another_architecture_exits_2(tmp_path, data, capsys):
         _train(tmp_path, tmp_path / "r", "--epochs", "2", "--no-dbcl", "--resume", "--fusion-dim", "64")
     assert exit_info.value.code == 2
     assert "state does not match this configuration" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, data):
+    """SIGKILL a real training process somewhere after its second step, resume, compare with a straight run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    common = ["--epochs", "4", "--stage1-epochs", "1", "--seed", "9", "--no-dbcl"]
+    assert _train(tmp_path, tmp_path / "straight", *common) == 0
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "clmlf.cli", "train", "--preset", "mvsa-single", "--data-root", str(data),
+            "--out", str(out), *TINY_MODEL_ARGS, "--batch-size", "8", "--lr", "1e-3", *common, "--save-every", "1"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    state = out / "resume" / "state.json"
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if json.loads(state.read_text())["global_step"] >= 2:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert _train(tmp_path, out, *common, "--resume") == 0
+    timing = {"samples_per_s", "epoch_seconds"}
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
+    assert strip(_metrics(out)) == strip(_metrics(tmp_path / "straight"))
+    a, b = _weights(tmp_path / "straight" / "last"), _weights(out / "last")
+    assert all(torch.equal(a[k], b[k]) for k in a)
