@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from clmlf.settings import env_default, parse_duration, redact_url
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+DEFAULT_MINUTE_RETENTION = 2 * 86400.0  # the store's defaults (monitor.store), as flag defaults
+DEFAULT_HOURLY_RETENTION = 35 * 86400.0
+MIN_RETENTION = 3600.0
+MAX_RETENTION = 400 * 86400.0
 
 
 def duration_arg(text: str) -> float:
@@ -70,6 +74,62 @@ class RedisSettings(BaseModel):
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
         return {"url": args.redis, "prefix": args.redis_prefix}
+
+
+def add_retention_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--minute-retention`` / ``--hourly-retention``: how long buckets live (writers) and how far
+    back windows may reach (readers); every process of one deployment should use the same values."""
+    parser.add_argument(
+        "--minute-retention",
+        type=duration_arg,
+        default=env_default("CLMLF_MINUTE_RETENTION", "2d"),
+        metavar="DUR",
+        help="keep per-minute buckets (and results) this long, by event time; older minutes are "
+        "read from hourly roll-ups (env CLMLF_MINUTE_RETENTION, default 2d)",
+    )
+    parser.add_argument(
+        "--hourly-retention",
+        type=duration_arg,
+        default=env_default("CLMLF_HOURLY_RETENTION", "35d"),
+        metavar="DUR",
+        help="keep hourly roll-ups this long: the longest window a query can answer "
+        "(env CLMLF_HOURLY_RETENTION, default 35d; >= --minute-retention)",
+    )
+
+
+class RetentionSettings(BaseModel):
+    """Lifetimes of the minute buckets and hourly roll-ups in Redis (docs/redis.md)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    minute_retention: float = DEFAULT_MINUTE_RETENTION
+    hourly_retention: float = DEFAULT_HOURLY_RETENTION
+
+    @field_validator("minute_retention", "hourly_retention")
+    @classmethod
+    def _in_range(cls, value: float) -> float:
+        if not MIN_RETENTION <= value <= MAX_RETENTION:
+            raise PydanticCustomError("retention", "must be between 1h and 400d, got {value}",
+                                      {"value": format_duration(value)})
+        return value
+
+    @model_validator(mode="after")
+    def _hourly_covers_minutes(self) -> RetentionSettings:
+        if self.hourly_retention < self.minute_retention:
+            raise PydanticCustomError(
+                "retention",
+                "--hourly-retention ({hourly}) must be at least --minute-retention ({minute})",
+                {"hourly": format_duration(self.hourly_retention), "minute": format_duration(self.minute_retention)},
+            )
+        return self
+
+    def store_kwargs(self) -> dict[str, int]:
+        """Keyword arguments of :class:`monitor.store.SentimentStore`."""
+        return {"bucket_ttl": int(self.minute_retention), "hourly_ttl": int(self.hourly_retention)}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        return {"minute_retention": args.minute_retention, "hourly_retention": args.hourly_retention}
 
 
 class RedisUnavailable(RuntimeError):

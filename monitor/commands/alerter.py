@@ -10,7 +10,13 @@ import threading
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from clmlf.settings import build_config, env_default, setup_logging
-from monitor.config import RedisSettings, add_redis_arguments, duration_arg
+from monitor.config import (
+    RedisSettings,
+    RetentionSettings,
+    add_redis_arguments,
+    add_retention_arguments,
+    duration_arg,
+)
 
 log = logging.getLogger("monitor.alerter")
 
@@ -28,6 +34,7 @@ class AlerterConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     redis: RedisSettings
+    retention: RetentionSettings = RetentionSettings()
     interval: float = Field(30.0, ge=1.0, le=3600.0)
     once: bool = False
     webhook: SecretStr | None = None
@@ -53,6 +60,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_redis_arguments(parser)
+    add_retention_arguments(parser)
     parser.add_argument("--interval", type=duration_arg, default=env_default("CLMLF_ALERT_INTERVAL", "30s"),
                         metavar="DUR", help="time between evaluations (env CLMLF_ALERT_INTERVAL, default 30s)")
     parser.add_argument("--once", action="store_true", help="evaluate once and exit")
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         AlerterConfig,
         {
             "redis": RedisSettings.from_args(args),
+            "retention": RetentionSettings.from_args(args),
             "interval": args.interval,
             "once": args.once,
             "webhook": args.alert_webhook,
@@ -123,7 +132,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ValueError as exc:
         parser.error(" ".join(str(exc).split()))
     try:
-        store = open_store(config.redis)
+        store = open_store(config.redis, **config.retention.store_kwargs())
     except RedisUnavailable as exc:
         log.error("%s", exc)
         return 1

@@ -12,7 +12,13 @@ from pydantic_core import PydanticCustomError
 
 from clmlf.posts import MAX_TOPIC_CHARS
 from clmlf.settings import build_config
-from monitor.config import RedisSettings, add_redis_arguments, duration_arg
+from monitor.config import (
+    RedisSettings,
+    RetentionSettings,
+    add_redis_arguments,
+    add_retention_arguments,
+    duration_arg,
+)
 
 EXAMPLES = """examples:
   clmlf-monitor query --redis redis://localhost:6379/0 --topic acme --json
@@ -27,6 +33,7 @@ class QueryConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     redis: RedisSettings
+    retention: RetentionSettings = RetentionSettings()
     topic: str | None = Field(None, min_length=1, max_length=MAX_TOPIC_CHARS)
     all_topics: bool = False
     window: float = Field(900.0, gt=0, le=400 * 86400)
@@ -52,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_redis_arguments(parser)
+    add_retention_arguments(parser)
     parser.add_argument("--topic", metavar="T", help="the topic to report")
     parser.add_argument("--all", action="store_true", help="report every topic active in the window")
     parser.add_argument("--window", type=duration_arg, default=900.0, metavar="DUR",
@@ -71,6 +79,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         QueryConfig,
         {
             "redis": RedisSettings.from_args(args),
+            "retention": RetentionSettings.from_args(args),
             "topic": args.topic,
             "all_topics": args.all,
             "window": args.window,
@@ -86,7 +95,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from monitor.query import format_table, ranked_json, ranked_topics
 
     try:
-        store = open_store(config.redis)
+        store = open_store(config.redis, **config.retention.store_kwargs())
         if config.topic is not None:
             rows = [store.window_counts(config.topic, config.window)]
             payload = rows[0].to_dict()

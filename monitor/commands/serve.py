@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from clmlf.settings import build_config, env_default, setup_logging
-from monitor.config import RedisSettings, add_redis_arguments
+from monitor.config import RedisSettings, RetentionSettings, add_redis_arguments, add_retention_arguments
 
 log = logging.getLogger("monitor.serve")
 
@@ -27,6 +31,7 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     redis: RedisSettings
+    retention: RetentionSettings = RetentionSettings()
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8080, ge=0, le=65535)
     api_token: SecretStr | None = None
@@ -42,6 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_redis_arguments(parser)
+    add_retention_arguments(parser)
     parser.add_argument("--host", default=env_default("CLMLF_API_HOST", "127.0.0.1"),
                         help="bind address (env CLMLF_API_HOST, default %(default)s)")
     parser.add_argument("--port", type=int, default=env_default("CLMLF_API_PORT", 8080),
@@ -58,6 +64,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         ServeConfig,
         {
             "redis": RedisSettings.from_args(args),
+            "retention": RetentionSettings.from_args(args),
             "host": args.host,
             "port": args.port,
             "api_token": args.api_token or None,
@@ -71,7 +78,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from monitor.config import RedisUnavailable, open_store
 
     try:
-        store = open_store(config.redis)
+        store = open_store(config.redis, **config.retention.store_kwargs())
     except RedisUnavailable as exc:
         print(f"clmlf-monitor serve: error: {exc}", file=sys.stderr)
         return 1
@@ -79,6 +86,39 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     app = create_app(store, token=token)
     log.info("API on http://%s:%d (Redis %s, auth %s)", config.host, config.port,
              config.redis.display_url, "on" if token else "off")
-    uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level.lower(),
-                access_log=False)
+    try:
+        with _stop_signals_end_run():
+            uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level.lower(),
+                        access_log=False)
+    except StopRequested as stop:
+        log.info("%s: API stopped", signal.Signals(stop.signum).name)
     return 0
+
+
+class StopRequested(BaseException):
+    """SIGTERM/SIGINT reached our handler: the server is done (or never started); exit 0."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def _stop_signals_end_run() -> Iterator[None]:
+    """Make SIGTERM/SIGINT end ``run`` with 0 after uvicorn's graceful shutdown.
+
+    While serving, uvicorn handles these signals itself (graceful shutdown), then restores the
+    handlers it found and re-raises the signal to them; with the default handlers the process would
+    die by that signal (exit 143 in Kubernetes).  The handlers installed here raise
+    :class:`StopRequested` instead, which ``run`` turns into exit 0; a signal that arrives before
+    uvicorn took over stops start-up the same way.
+    """
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise StopRequested(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
