@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.alert_gauge import AlertGaugeRefresher
+from consumers.alert_loop import AlertLoop, TopicCappedGauge
 from consumers.config import RunConfig
 from consumers.dlq import DeadLetterWriter
 from consumers.health import HealthServer
@@ -38,11 +38,22 @@ class Assembled:
     pipeline: Pipeline
     metrics: PipelineMetrics
     health: HealthServer | None
+    alerts: AlertLoop | None
     closers: list[Any]
+
+    def run(self) -> int:
+        """Run the pipeline until it stops; after a clean stop (final commit done) evaluate the
+        trend alerts once more, so the last stored posts are judged before the process exits."""
+        status = self.pipeline.run()
+        if status == 0 and self.alerts is not None:
+            self.alerts.final_evaluation()
+        return status
 
     def close(self) -> None:
         if self.health is not None:
             self.health.close()
+        if self.alerts is not None:
+            self.alerts.close()
         for resource in self.closers:
             try:
                 resource.close()
@@ -117,7 +128,7 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
 
     redis_client = redis.Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5,
                                         socket_connect_timeout=3, health_check_interval=10)
-    store = SentimentStore(redis_client, prefix=config.redis_prefix)
+    store = SentimentStore(redis_client, prefix=config.redis_prefix, **config.retention.store_kwargs())
     fetcher = ImageFetcher(FetchConfig(allow_private=config.allow_private_images,
                                        total_timeout=config.image_timeout,
                                        read_timeout=min(5.0, config.image_timeout),
@@ -163,11 +174,26 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
 
         health = HealthServer(config.metrics_host, config.metrics_port, metrics.render, pipeline.healthy,
                               ready_probe).start()
-    from monitor.alerts import AlertEngine
+    closers: list[Any] = [_Closer(producer.close, 5), fetcher, redis_client]
+    alerts = None
+    if config.alert_interval:
+        alerts, webhook = alert_loop(config, store, metrics, (redis.RedisError, OSError))
+        if webhook is not None:
+            closers.insert(0, webhook)
+        alerts.start()
+    return Assembled(pipeline, metrics, health, alerts, closers)
 
-    alerts = AlertGaugeRefresher(AlertEngine(store).active, metrics.alert_active, metrics.topic_label)
-    alerts.start()
-    return Assembled(pipeline, metrics, health, [alerts, _Closer(producer.close, 5), fetcher, redis_client])
+
+def alert_loop(config: RunConfig, store: Any, metrics: PipelineMetrics,
+               redis_errors: tuple[type[BaseException], ...]) -> tuple[AlertLoop, Any]:
+    """The member's trend-alert evaluator (not started) and its webhook notifier (or None)."""
+    from monitor.alerts import AlertConfig, AlertEngine
+    from monitor.webhook import WebhookNotifier
+
+    webhook = WebhookNotifier(config.alert_webhook.get_secret_value()) if config.alert_webhook else None
+    engine = AlertEngine(store, AlertConfig(), webhook=webhook,
+                         gauge=TopicCappedGauge(metrics.alert_active, metrics.topic_label))
+    return AlertLoop(engine.evaluate, config.alert_interval, redis_errors), webhook
 
 
 class _Closer:

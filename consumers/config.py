@@ -3,17 +3,19 @@
 Flags get their defaults from environment variables (docs/architecture.md);
 :func:`add_run_arguments` declares them, :func:`run_config_from_args` validates
 everything once into :class:`RunConfig` (bad values exit 2 with one line).
-Secrets (SASL password) are ``SecretStr`` and never appear in ``repr`` or logs.
+Secrets (SASL password, alert webhook URL) are ``SecretStr`` and never appear in ``repr`` or logs.
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from clmlf.settings import build_config, env_default, env_flag, parse_duration, redact_url
+from monitor.config import RetentionSettings, add_retention_arguments, format_duration
 
 
 class KafkaSecurity(BaseModel):
@@ -102,6 +104,9 @@ class RunConfig(BaseModel):
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
     session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     max_topic_labels: int = Field(default=50, ge=1, le=10_000)
+    retention: RetentionSettings = RetentionSettings()
+    alert_interval: float = Field(default=30.0, ge=0, le=86_400)  # 0 = no alert evaluation in this member
+    alert_webhook: SecretStr | None = None
     log_level: str = "INFO"
     security: KafkaSecurity = KafkaSecurity()
 
@@ -135,6 +140,23 @@ class RunConfig(BaseModel):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
 
+    @field_validator("alert_interval")
+    @classmethod
+    def _check_alert_interval(cls, value: float) -> float:
+        if 0 < value < 0.1:
+            raise ValueError("must be 0 (off) or at least 100ms")
+        return value
+
+    @field_validator("alert_webhook", mode="before")
+    @classmethod
+    def _check_webhook(cls, value: Any) -> Any:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if text in (None, ""):
+            return None
+        if not str(text).startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
     @property
     def dlq_topic(self) -> str:
         return f"{self.topic}.dlq"
@@ -146,8 +168,18 @@ class RunConfig(BaseModel):
             f"redis={redact_url(self.redis_url)} prefix={self.redis_prefix} "
             f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} max_batch={self.max_batch} "
             f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
-            f"metrics_port={self.metrics_port} security={self.security.protocol}"
+            f"metrics_port={self.metrics_port} security={self.security.protocol} "
+            f"retention={format_duration(self.retention.minute_retention)}/"
+            f"{format_duration(self.retention.hourly_retention)} alerts={self._alerts_display()}"
         )
+
+    def _alerts_display(self) -> str:
+        if not self.alert_interval:
+            return "off"
+        if self.alert_webhook is None:
+            return f"every {self.alert_interval:g}s"
+        parts = urlsplit(self.alert_webhook.get_secret_value())  # host only: paths often hold tokens
+        return f"every {self.alert_interval:g}s webhook={parts.scheme}://{parts.hostname}/.."
 
 
 def _duration_arg(text: str) -> float:
@@ -155,6 +187,13 @@ def _duration_arg(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _interval_arg(text: str) -> float:
+    """A duration, or ``0`` / ``off`` for none."""
+    if text.strip().lower() in ("0", "off"):
+        return 0.0
+    return _duration_arg(text)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,6 +215,18 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        help="Redis URL, e.g. redis://:secret@host:6379/0 [REDIS_URL]")
     store.add_argument("--redis-prefix", default=env_default("CLMLF_REDIS_PREFIX", "clmlf"),
                        help="key prefix (default clmlf) [CLMLF_REDIS_PREFIX]")
+    add_retention_arguments(store)
+
+    alerts = parser.add_argument_group("Trend alerts (docs/alerts.md)")
+    alerts.add_argument("--alert-interval", type=_interval_arg,
+                        default=env_default("CLMLF_ALERT_INTERVAL", "30s"), metavar="DURATION",
+                        help="evaluate trend alerts this often, and once more on exit; 0 = off "
+                             "(default 30s) [CLMLF_ALERT_INTERVAL]")
+    alerts.add_argument("--no-alerts", action="store_true",
+                        help="no alert evaluation in this member (a dedicated `clmlf-monitor alerter` runs)")
+    alerts.add_argument("--alert-webhook", default=env_default("CLMLF_ALERT_WEBHOOK_URL"), metavar="URL",
+                        help="POST fired/resolved alerts here, Alertmanager format; never logged "
+                             "[CLMLF_ALERT_WEBHOOK_URL]")
 
     model = parser.add_argument_group("Model and batching")
     model.add_argument("--checkpoint", default=env_default("CLMLF_CHECKPOINT"), metavar="DIR",
@@ -224,4 +275,7 @@ def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentPars
         "max_wait_ms", "metrics_port", "output_topic", "exit_when_idle", "allow_private_images",
         "image_workers", "image_timeout", "max_in_flight", "shutdown_grace", "session_timeout_ms", "log_level")}
     values["security"] = KafkaSecurity.from_env()
+    values["retention"] = RetentionSettings.from_args(args)
+    values["alert_interval"] = 0.0 if args.no_alerts else args.alert_interval
+    values["alert_webhook"] = args.alert_webhook
     return build_config(parser, RunConfig, values)

@@ -28,6 +28,9 @@ Delivery is at-least-once and counting exactly-once: an offset is committed only
 after its result is in Redis, whose write is idempotent by post id.  Invalid
 records go to <topic>.dlq.  SIGTERM/SIGINT finish in-flight posts, commit, exit 0.
 Probes: http://HOST:PORT/metrics, /healthz (loop alive), /readyz (assigned + Redis up).
+Trend alerts (docs/alerts.md) are evaluated every --alert-interval and once more after the
+final commit; several members evaluating at once record each alert once.  Use --no-alerts
+where a dedicated `clmlf-monitor alerter` evaluates them.
 """
 
 
@@ -77,6 +80,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if assembled.health is not None:
         log.info("metrics on http://%s:%d/metrics", config.metrics_host, assembled.health.port)
     try:
-        return pipeline.run()
+        return assembled.run()
     finally:
         assembled.close()

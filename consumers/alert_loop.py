@@ -1,0 +1,109 @@
+"""Trend-alert evaluation inside ``clmlf-monitor run``.
+
+:class:`AlertLoop` is a daemon thread that calls the monitor's ``AlertEngine.evaluate(now)``
+every ``interval`` seconds, and once more on request when the member stops (after its final
+commit, so the posts it stored last are part of that evaluation).  Several members (and a
+separate ``clmlf-monitor alerter``) may evaluate at once: the engine's compare-and-set state in
+Redis records, exports and posts each alert episode once.  A failed evaluation (Redis down, a
+webhook that raised) is logged and skipped; the next round tries again.
+
+:class:`TopicCappedGauge` lets the engine export ``clmlf_alert_active{topic,kind}`` through the
+consumer's bounded topic labels (topics over the cap share ``other``, which reads 1 while any of
+them fires).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from consumers.metrics import OTHER_TOPIC
+
+log = logging.getLogger(__name__)
+
+FINAL_JOIN_TIMEOUT = 15.0  # an evaluation in flight when stopping may take a Redis timeout or two
+
+
+class AlertLoop(threading.Thread):
+    """Evaluate trend alerts every ``interval`` seconds until closed; see the module docstring."""
+
+    def __init__(self, evaluate: Callable[[float], Sequence[Any]], interval: float,
+                 transient_errors: tuple[type[BaseException], ...]) -> None:
+        super().__init__(name="alert-loop", daemon=True)
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        self._evaluate = evaluate
+        self._interval = interval
+        self._transient = transient_errors
+        self._stop_event = threading.Event()
+
+    def evaluate_once(self, now: float | None = None) -> bool:
+        """One evaluation; False (logged, nothing raised) when it could not be completed."""
+        try:
+            changed = self._evaluate(time.time() if now is None else now)
+        except self._transient as exc:
+            log.warning("alert evaluation skipped (retried in %.0fs): %s", self._interval,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return False
+        except Exception:  # a bug or bad state must not end alerting for the life of the member
+            log.exception("alert evaluation failed")
+            return False
+        for alert in changed:
+            log.warning("alert %s: %s", alert.state, alert.summary())
+        return True
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval):
+            self.evaluate_once()
+
+    def close(self) -> None:
+        """Stop the periodic evaluations (waits for one in flight)."""
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=FINAL_JOIN_TIMEOUT)
+
+    def final_evaluation(self) -> bool:
+        """Stop the loop, then evaluate once more (the member's last stored posts included)."""
+        self.close()
+        return self.evaluate_once()
+
+
+class TopicCappedGauge:
+    """The ``gauge=`` an ``AlertEngine`` sets, with topics mapped to bounded label values.
+
+    ``topic_label`` maps a topic name to itself or to ``other`` (the consumer's TopicLabeler).  The
+    values of topics folded into ``other`` are remembered per kind, and ``other`` shows their
+    maximum, so one resolved topic never hides another that still fires.
+    """
+
+    def __init__(self, gauge: Any, topic_label: Callable[[str], str]) -> None:
+        self._gauge = gauge
+        self._topic_label = topic_label
+        self._folded: dict[str, dict[str, float]] = {}  # kind -> {topic: value} of topics under `other`
+        self._lock = threading.Lock()
+
+    def labels(self, *, topic: str, kind: str) -> _Setter:
+        return _Setter(self, topic, kind)
+
+    def set(self, topic: str, kind: str, value: float) -> None:
+        label = self._topic_label(topic)
+        if label != OTHER_TOPIC:
+            self._gauge.labels(topic=label, kind=kind).set(value)
+            return
+        with self._lock:
+            values = self._folded.setdefault(kind, {})
+            values[topic] = value
+            self._gauge.labels(topic=OTHER_TOPIC, kind=kind).set(max(values.values()))
+
+
+class _Setter:
+    """What ``TopicCappedGauge.labels(...)`` returns: the ``.set(value)`` of one series."""
+
+    def __init__(self, owner: TopicCappedGauge, topic: str, kind: str) -> None:
+        self._owner, self._topic, self._kind = owner, topic, kind
+
+    def set(self, value: float) -> None:
+        self._owner.set(self._topic, self._kind, value)
