@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 
 import pytest
 from pipeline_testlib import CLI
@@ -30,6 +31,26 @@ def test_iter_lines_keeps_bytes_and_skips_blank_lines():
 
     raw = b'{"id": "a"}\r\n\n  \n\xff bad\n{"id": "b"}'
     assert list(iter_lines(io.BytesIO(raw))) == [b'{"id": "a"}', b"\xff bad", b'{"id": "b"}']
+
+
+@pytest.mark.parametrize("command, names", [
+    ("run", ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "KAFKA_GROUP_ID", "REDIS_URL", "--exit-when-idle")),
+    ("produce", ("KAFKA_BOOTSTRAP_SERVERS", "KAFKA_TOPIC", "--input")),
+    ("demo", ("--posts", "--duration")),
+])
+def test_help_teaches_with_examples_without_loading_the_model(command, names):
+    probe = "\n".join([
+        "import sys",
+        "from monitor.cli import main",
+        "try:",
+        f"    main([{command!r}, '--help'])",
+        "except SystemExit as exit:",
+        "    assert exit.code == 0, exit.code",
+        "assert 'torch' not in sys.modules and 'kafka' not in sys.modules, 'heavy import on --help'",
+    ])
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "examples:" in result.stdout and all(name in result.stdout for name in names), result.stdout
 
 
 @pytest.mark.parametrize("argv, needle", [
