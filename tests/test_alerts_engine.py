@@ -270,3 +270,22 @@ def test_two_class_labels_alert_under_their_own_names(sim):
     assert sim.fired()[0].window.share > sim.fired()[0].baseline.share + 0.15
     # An engine configured for 3-class labels finds no "negative" label here and stays silent.
     assert default_engine.evaluate(sim.now + 1) == []
+
+
+def test_list_alerts_is_newest_first_with_each_episode_once_in_its_latest_state(sim):
+    surge = {"negative": 0.8, "neutral": 0.1, "positive": 0.1}
+    for _ in range(40):
+        sim.minute("early", 30, STEADY, evaluate=False)
+        sim.minute("late", 30, STEADY, evaluate=False)
+    for _ in range(3):
+        sim.minute("early", 40, surge)
+    for _ in range(10):  # early recovers while late surges, minutes later
+        sim.minute("early", 30, STEADY)
+        sim.minute("late", 40, surge)
+    episodes = [(a.topic, a.kind) for a in sim.fired()]
+    assert ("early", "negative_share") in episodes and ("late", "negative_share") in episodes
+    listed = [a for a in list_alerts(sim.store) if a.kind == "negative_share"]
+    assert [a.topic for a in listed] == ["late", "early"]  # newest episode first, each once
+    assert listed[0].started > listed[1].started
+    assert listed[1].state == "resolved" and listed[1].ended is not None  # its latest state
+    assert listed[0].state == "firing" and listed[0].ended is None
