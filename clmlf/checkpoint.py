@@ -141,15 +141,35 @@ def weights_digest(path: str | Path, length: int = 8) -> str:
     return digest.hexdigest()[:length]
 
 
+# Files a Hugging Face tokenizer can take its vocabulary from; ``tokenizer_config.json`` alone has none
+# (transformers then builds a 5-token tokenizer that maps every word to [UNK], silently).
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                    "tokenizer.model")
+
+
 def _load_tokenizer(directory: Path) -> Any:
     from transformers import AutoTokenizer
 
-    if not (directory / "tokenizer_config.json").is_file():
-        raise CheckpointError(f"{directory / 'tokenizer_config.json'}: file missing")
+    _read_json(directory / "tokenizer_config.json")
+    for json_file in sorted(directory.glob("*.json")):
+        _read_json(json_file)  # a corrupt file is named, not just its folder
+    if not any((directory / name).is_file() for name in VOCABULARY_FILES):
+        raise CheckpointError(f"{directory / 'tokenizer.json'}: file missing (no vocabulary file in the tokenizer)")
     try:
         return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:  # tokenizers raise many types on broken files
         raise CheckpointError(f"{directory}: tokenizer files unreadable ({type(exc).__name__})") from None
+
+
+def _check_vocabulary_fits(path: Path, tokenizer: Any, model: CLMLF) -> None:
+    """Token ids past the text encoder's embedding table would crash the forward pass mid-run."""
+    embeddings = getattr(model.text_encoder.backbone, "get_input_embeddings", lambda: None)()
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is not None and len(tokenizer) > rows:
+        raise CheckpointError(
+            f"{path / TOKENIZER_DIR}: vocabulary of {len(tokenizer)} tokens does not fit the text encoder's "
+            f"{rows} embeddings (tokenizer from another model?)"
+        )
 
 
 def _build_model(path: Path, meta: dict[str, Any], config: ModelConfig, tokenizer: Any) -> CLMLF:
@@ -164,7 +184,11 @@ def _build_model(path: Path, meta: dict[str, Any], config: ModelConfig, tokenize
     try:
         if "text_encoder" in stored_groups:
             _read_json(path / TEXT_ENCODER_CONFIG)  # one-line error if missing or broken
-            text = text_encoder_from_hf_config(path / TEXT_ENCODER_CONFIG.rsplit("/", 1)[0], tokenizer)
+            try:
+                text = text_encoder_from_hf_config(path / TEXT_ENCODER_CONFIG.rsplit("/", 1)[0], tokenizer)
+            except (ValueError, OSError, KeyError) as exc:  # unknown model_type, missing keys, ...
+                first = " ".join(str(exc).split())[:160] or type(exc).__name__
+                raise CheckpointError(f"{path / TEXT_ENCODER_CONFIG}: not a usable text encoder config ({first})") from None
             if config.freeze_text_encoder:
                 text.freeze()
         else:
@@ -200,6 +224,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
 
     tokenizer = _load_tokenizer(path / TOKENIZER_DIR)
     model = _build_model(path, meta, config, tokenizer)
+    _check_vocabulary_fits(path, tokenizer, model)
     stored_groups = set(meta.get("stored_groups", []))
     expected = {
         key for key in model.state_dict()

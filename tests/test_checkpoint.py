@@ -230,3 +230,31 @@ def test_default_model_missing_says_pass_checkpoint(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIRNAME", "no_such_default_model")
     with pytest.raises(default_model.DefaultModelMissing, match="--checkpoint"):
         default_model.default_checkpoint_dir()
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"", b"\xff\xfe\x00binary"])
+def test_corrupt_tokenizer_file_is_named(tmp_path: Path, tiny_dir: Path, content: bytes) -> None:
+    path = copy_checkpoint(tiny_dir, tmp_path / "c")
+    (path / "tokenizer" / "tokenizer.json").write_bytes(content)
+    assert_one_line_error(path, "tokenizer.json: not valid JSON")
+
+
+def test_missing_tokenizer_vocabulary(tmp_path: Path, tiny_dir: Path) -> None:
+    """Without tokenizer.json, transformers would build a 5-token tokenizer that maps every word to [UNK]."""
+    path = copy_checkpoint(tiny_dir, tmp_path / "c")
+    (path / "tokenizer" / "tokenizer.json").unlink()
+    assert_one_line_error(path, "tokenizer.json: file missing")
+
+
+def test_unknown_text_encoder_architecture(tmp_path: Path, tiny_dir: Path) -> None:
+    path = copy_checkpoint(tiny_dir, tmp_path / "c")
+    (path / "text_encoder" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    assert_one_line_error(path, "text_encoder/config.json: not a usable text encoder config")
+
+
+def test_tokenizer_larger_than_the_embedding_table(tmp_path: Path, tiny_dir: Path) -> None:
+    path = copy_checkpoint(tiny_dir, tmp_path / "c")
+    hf_config = json.loads((path / "text_encoder" / "config.json").read_text())
+    hf_config["vocab_size"] = 100
+    (path / "text_encoder" / "config.json").write_text(json.dumps(hf_config))
+    assert_one_line_error(path, "does not fit the text encoder's 100 embeddings")
