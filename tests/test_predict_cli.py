@@ -233,3 +233,28 @@ def test_embedded_default_model_labels_the_examples(tmp_path: Path, monkeypatch:
     results = read_lines(out)
     assert len(results) == 4 and all("error" not in r for r in results)
     assert results[0]["image"] == "used" and results[1]["image"] == "none"
+
+
+def test_device_cuda_without_a_gpu(tmp_path: Path, capsys: pytest.CaptureFixture, tiny_checkpoint: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    source = tmp_path / "p.jsonl"
+    source.write_text("{}\n")
+    assert_exit_2(["--input", str(source), "--checkpoint", str(tiny_checkpoint), "--device", "cuda"], capsys,
+                  "--device: device 'cuda' requested but no CUDA GPU is available")
+
+
+def test_broken_checkpoint_is_blamed_on_the_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       tiny_checkpoint: Path) -> None:
+    """An unloadable stored text encoder is a --checkpoint error naming the file, not a --device error."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_checkpoint, broken)
+    (broken / "text_encoder" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    source = tmp_path / "p.jsonl"
+    source.write_text("{}\n")
+    assert_exit_2(["--input", str(source), "--checkpoint", str(broken)], capsys,
+                  "--checkpoint: " + str(broken / "text_encoder" / "config.json"))
