@@ -47,9 +47,14 @@ def test_efficientnet_lite0_loads_every_tensor_and_gives_1280x7x7() -> None:
     shipped = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
     loaded = encoder.net.state_dict()
     assert len(loaded) == len(shipped)
-    for (_, ours), (name, theirs) in zip(loaded.items(), shipped.items(), strict=True):
+    for (key, ours), (name, theirs) in zip(loaded.items(), shipped.items(), strict=True):
+        # Same kind of tensor at each position: equal shapes alone would let a BatchNorm's
+        # weight/bias/running_mean/running_var ([C] each) land in each other's place.
+        assert key.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1], (key, name)
         assert ours.shape == theirs.shape, name
         assert torch.equal(ours, theirs), name
+    variances = [t for k, t in loaded.items() if k.endswith("running_var")]
+    assert variances and all((v >= 0).all() for v in variances)  # dead channels have exactly 0
     with torch.no_grad():
         feature_map, pooled = encoder(torch.randn(2, 3, 224, 224))
     assert feature_map.shape == (2, 1280, 7, 7) and pooled.shape == (2, 1280)
