@@ -359,3 +359,12 @@ def test_autoscaler_bounds_respect_partitions_and_match_the_config(base: list[di
     hpa = _find(_docs(K8S / "components/hpa/hpa.yaml"), "HorizontalPodAutoscaler", "clmlf-consumer")
     assert hpa["spec"]["maxReplicas"] <= partitions
     assert _find(base, "Deployment", "clmlf-consumer")["spec"]["replicas"] <= partitions
+
+
+def test_configmap_never_blanks_a_setting_the_image_provides(base: list[dict[str, Any]]) -> None:
+    """envFrom beats the image's ENV: an empty CLMLF_CHECKPOINT would hide a baked checkpoint (embedded model served)."""
+    dockerfiles = [(REPO / "deploy/docker" / name).read_text() for name in ("Dockerfile.cpu", "Dockerfile.cuda")]
+    data = _find(base, "ConfigMap", "clmlf-config")["data"]
+    blanked = {key for key, value in data.items() if value == "" and any(f"{key}=" in text for text in dockerfiles)}
+    assert blanked == set()
+    assert all("CLMLF_CHECKPOINT=${CHECKPOINT_DIR:+/models/clmlf}" in text for text in dockerfiles)
