@@ -129,6 +129,10 @@ def read_checkpoint_config(path: str | Path) -> tuple[dict[str, Any], ModelConfi
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "model"
         raise CheckpointError(f"{file}: invalid model config at {where}: {err.get('msg')}") from None
+    groups = meta.get("stored_groups")
+    known = ("fusion", *ENCODER_GROUPS)
+    if not isinstance(groups, list) or "fusion" not in groups or any(g not in known for g in groups):
+        raise CheckpointError(f"{file}: stored_groups must be a list of {', '.join(known)} including fusion, got {groups!r:.60}")
     return meta, config
 
 

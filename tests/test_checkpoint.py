@@ -258,3 +258,12 @@ def test_tokenizer_larger_than_the_embedding_table(tmp_path: Path, tiny_dir: Pat
     hf_config["vocab_size"] = 100
     (path / "text_encoder" / "config.json").write_text(json.dumps(hf_config))
     assert_one_line_error(path, "does not fit the text encoder's 100 embeddings")
+
+
+@pytest.mark.parametrize("groups", [None, 5, "fusion", ["text_encoder"], ["fusion", "vision"], [["fusion"]]])
+def test_malformed_stored_groups(tmp_path: Path, tiny_dir: Path, groups: object) -> None:
+    path = copy_checkpoint(tiny_dir, tmp_path / "c")
+    meta = json.loads((path / "config.json").read_text())
+    meta["stored_groups"] = groups
+    (path / "config.json").write_text(json.dumps(meta))
+    assert_one_line_error(path, "config.json: stored_groups must be a list")
