@@ -201,9 +201,9 @@ def _build_model(path: Path, meta: dict[str, Any], config: ModelConfig, tokenize
         # A stored image encoder gets its weights from model.safetensors, not from its original file.
         image_config = config.model_copy(update={"image_weights": None}) if "image_encoder" in stored_groups else config
         image = create_image_encoder(image_config)
+        return CLMLF(config, text, image)
     except EncoderError as exc:
         raise CheckpointError(f"{path / CONFIG_FILE}: {exc}") from None
-    return CLMLF(config, text, image)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:

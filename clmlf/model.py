@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from clmlf.config import ModelConfig
-from clmlf.encoders import ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
+from clmlf.encoders import EncoderError, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
 
 
 @dataclass
@@ -149,6 +149,12 @@ class CLMLF(nn.Module):
         d, heads = config.fusion_dim, config.num_heads
         self.text_encoder = text_encoder if text_encoder is not None else create_text_encoder(config)
         self.image_encoder = image_encoder if image_encoder is not None else create_image_encoder(config)
+        positions = getattr(getattr(self.text_encoder.backbone, "config", None), "max_position_embeddings", None)
+        if isinstance(positions, int) and config.max_text_len > positions:
+            # Checked here, not at the first long post: the forward pass would fail mid-run.
+            raise EncoderError(
+                f"max_text_len {config.max_text_len} is more than the text encoder's {positions} positions"
+            )
         channels = self.image_encoder.out_channels
 
         self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, d), nn.GELU())

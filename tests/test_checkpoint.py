@@ -267,3 +267,11 @@ def test_malformed_stored_groups(tmp_path: Path, tiny_dir: Path, groups: object)
     meta["stored_groups"] = groups
     (path / "config.json").write_text(json.dumps(meta))
     assert_one_line_error(path, "config.json: stored_groups must be a list")
+
+
+def test_max_text_len_beyond_the_stored_encoders_positions(tmp_path: Path, tiny_dir: Path) -> None:
+    path = copy_checkpoint(tiny_dir, tmp_path / "c")
+    meta = json.loads((path / "config.json").read_text())
+    meta["model"]["max_text_len"] = 4000  # the stored tiny BERT has 512 positions
+    (path / "config.json").write_text(json.dumps(meta))
+    assert_one_line_error(path, "config.json: max_text_len 4000 is more than the text encoder's 512 positions")

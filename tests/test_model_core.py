@@ -232,3 +232,13 @@ def test_token_type_ids_are_used(model: CLMLF) -> None:
     other = dict(batch)
     other["token_type_ids"] = torch.ones_like(batch["token_type_ids"])
     assert not torch.allclose(model(**batch).logits, model(**other).logits)
+
+
+def test_max_text_len_beyond_the_text_encoders_positions_is_refused() -> None:
+    """MiniLM has 512 positions: a longer max_text_len would only fail on the first long post, mid-run."""
+    from clmlf.encoders import EncoderError
+
+    config = tiny_config().model_copy(update={"text_encoder": "minilm", "max_text_len": 513})
+    with pytest.raises(EncoderError, match="max_text_len 513 is more than the text encoder's 512 positions"):
+        CLMLF(config)
+    assert CLMLF(config.model_copy(update={"max_text_len": 512})).config.max_text_len == 512
