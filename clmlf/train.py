@@ -313,8 +313,11 @@ def load_resume(out: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
 def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, Any]:
     """Load ``out/resume`` into ``model``, ``optimizer`` and the RNGs; returns the loop state to continue from."""
     state, tensors = load_resume(out)
-    if state["epoch"] >= cfg.stage1_epochs and not cfg.text_frozen_throughout:
+    # Match the trainable set at save time: a frozen package encoder was not stored, a trainable one was.
+    if _text_trained_before(state, cfg):
         _unfreeze_text(model)
+    else:
+        _freeze_text(model)
     model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     missing = set(_stored_state(model)) - model_tensors.keys()
     if missing:
@@ -328,6 +331,18 @@ def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     _restore_rng(tensors)
     _truncate_metrics(out / METRICS_FILE, state["epoch"])
     return state
+
+
+def _text_trained_before(state: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether the text encoder was already trainable when ``state`` was saved.
+
+    An end-of-epoch save with ``epoch == stage1_epochs`` comes from the last stage-1
+    epoch (encoder still frozen, so a package encoder was not stored); a save inside
+    that epoch index (``position > 0``) comes from stage 2.
+    """
+    if cfg.text_frozen_throughout:
+        return False
+    return state["epoch"] > cfg.stage1_epochs or (state["epoch"] == cfg.stage1_epochs and state["position"] > 0)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

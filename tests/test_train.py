@@ -236,3 +236,70 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, data):
     assert strip(_metrics(out)) == strip(_metrics(tmp_path / "straight"))
     a, b = _weights(tmp_path / "straight" / "last"), _weights(out / "last")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _initial_weights(tmp_path, seed: int) -> dict[str, torch.Tensor]:
+    """The model ``clmlf train --seed SEED`` starts from (the trainer seeds torch right before building it)."""
+    from clmlf.data import MVSA_LABELS
+    from clmlf.model import CLMLF
+    from clmlf.train import build_model_config
+
+    cfg = TrainConfig(preset="mvsa-single", data_root=tmp_path, out=tmp_path, text_encoder="tiny-random-bert",
+                      image_encoder="tiny-cnn", fusion_dim=32, fusion_layers=1, image_layers=1, image_size=32,
+                      max_text_len=32, epochs=2, stage1_epochs=1, seed=seed)
+    torch.manual_seed(seed)
+    return {k: v.clone() for k, v in CLMLF(build_model_config(cfg, MVSA_LABELS)).state_dict().items()}
+
+
+def test_two_stages_freeze_the_text_encoder_first_and_never_move_the_image_encoder(tmp_path, data):
+    """Stage 1: text encoder untouched, fusion trained; stage 2: text encoder trained; image encoder
+    (BatchNorm statistics included, REFERENCE.md section 4) identical to its initial state throughout."""
+    initial = _initial_weights(tmp_path, seed=3)
+    out = tmp_path / "stages"
+    common = ("--epochs", "2", "--stage1-epochs", "1", "--seed", "3")
+    assert _train(tmp_path, out, *common, "--max-steps", "3") == 0  # 3 steps = exactly epoch 1
+    assert [r["stage"] for r in _metrics(out)] == [1]
+    after_stage1 = _weights(out / "last")
+
+    def changed(weights, prefix):
+        keys = [k for k in weights if k.startswith(prefix)]
+        assert keys, prefix
+        return [k for k in keys if not torch.equal(weights[k], initial[k])]
+
+    assert changed(after_stage1, "text_encoder.") == []
+    assert changed(after_stage1, "image_encoder.") == []
+    assert changed(after_stage1, "fusion_transformer.")
+    assert _train(tmp_path, out, *common, "--resume") == 0
+    assert [r["stage"] for r in _metrics(out)] == [1, 2]
+    after_stage2 = _weights(out / "last")
+    assert changed(after_stage2, "text_encoder.")
+    assert changed(after_stage2, "image_encoder.") == []
+    assert any("running_mean" in k for k in after_stage2 if k.startswith("image_encoder."))
+
+
+@pytest.mark.parametrize("stop_after", [2, 3, 4], ids=["inside-stage-1", "at-the-switch", "inside-stage-2"])
+def test_resume_around_the_stage_switch_with_a_package_text_encoder(tmp_path, data, monkeypatch, stop_after):
+    """A frozen text encoder whose weights come from a package is not stored in resume/; resuming in
+    stage 1, right after it (the default MiniLM recipe) or in stage 2 must match the uninterrupted run."""
+    from clmlf import encoders
+
+    original = encoders._TEXT_ENCODERS["tiny-random-bert"]
+
+    def packaged(config):  # tiny-random-bert's weights are fixed by the seed, like a package's
+        encoder = original(config)
+        encoder.builtin_weights = True
+        return encoder
+
+    monkeypatch.setitem(encoders._TEXT_ENCODERS, "tiny-random-bert", packaged)
+    common = ("--epochs", "2", "--stage1-epochs", "1", "--seed", "4", "--no-dbcl")
+    assert _train(tmp_path, tmp_path / "straight", *common) == 0
+    out = tmp_path / "switch"
+    assert _train(tmp_path, out, *common, "--max-steps", str(stop_after)) == 0  # 3 steps per epoch
+    stored = load_file(str(out / "resume" / "state.safetensors"))
+    assert any(k.startswith("model.text_encoder.") for k in stored) == (stop_after > 3)
+    assert _train(tmp_path, out, *common, "--resume") == 0
+    timing = {"samples_per_s", "epoch_seconds"}
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in timing} for r in rs]  # noqa: E731
+    assert strip(_metrics(out)) == strip(_metrics(tmp_path / "straight"))
+    a, b = _weights(tmp_path / "straight" / "last"), _weights(out / "last")
+    assert any(k.startswith("text_encoder.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
