@@ -19,6 +19,7 @@ LABELS = ("positive", "neutral", "negative")
 EVALUATE_SCHEMA = {
     "type": "object",
     "required": ["accuracy", "f1_weighted", "f1_macro", "n", "per_class", "confusion"],
+    "additionalProperties": False,  # exactly these six keys (CONTRACT)
     "properties": {
         "accuracy": {"type": "number", "minimum": 0, "maximum": 1},
         "f1_weighted": {"type": "number", "minimum": 0, "maximum": 1},
@@ -119,3 +120,20 @@ def test_evaluate_missing_checkpoint_and_data_exit_2(tmp_path, data, capsys):
         main(["evaluate", "--data-root", str(tmp_path / "empty"), "--dataset", "mvsa-multiple", "--checkpoint",
               str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_evaluate_reports_posts_without_a_usable_image_once(tiny_checkpoint, data, capsys):
+    (data / "MVSA-single" / "dataset_image" / "1001.jpg").write_bytes(b"not a jpeg")  # dev ids start at 1000
+    assert _evaluate(tiny_checkpoint, data, "--split", "dev", "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.strip().splitlines()[-1])["n"] == 9
+    summary = [line for line in captured.err.splitlines() if "mvsa-single/dev: 9 samples" in line]
+    assert len(summary) == 1 and "2 with an image (6 missing, 1 unreadable -> text only)" in summary[0]
+
+
+def test_evaluate_without_checkpoint_scores_the_embedded_default_model(data, capsys, monkeypatch):
+    monkeypatch.delenv("CLMLF_CHECKPOINT", raising=False)
+    assert main(["evaluate", "--data-root", str(data), "--dataset", "mvsa-single", "--split", "dev", "--no-progress",
+                 "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("default-mvsa-single@") and "on mvsa-single/dev" in out and "n=9" in out

@@ -112,7 +112,10 @@ def evaluate_split(
         checkpoint = default_checkpoint_dir()
     loaded = load(checkpoint)
     data = load_split(data_root, dataset, split, probe_images=use_images)
-    logging.getLogger("clmlf.evaluate").info(data.stats.summary(f"{dataset}/{split}"))
+    stats = data.stats
+    # Once per run, visible at the default log level when posts lost their image (REFERENCE.md section 7).
+    level = logging.WARNING if use_images and (stats.missing_images or stats.unreadable_images) else logging.INFO
+    logging.getLogger("clmlf.evaluate").log(level, stats.summary(f"{dataset}/{split}"))
     if len(data.label_names) != loaded.config.num_labels:
         raise ValueError(
             f"{dataset} has {len(data.label_names)} classes but the checkpoint has {loaded.config.num_labels} "
