@@ -16,7 +16,8 @@ pixels. It
   ``reason`` (:data:`REASONS`), usable as a metric label.
 
 The module also holds the two geometric steps of the CLMLF image pipeline,
-:func:`resize_shorter_side` and :func:`center_crop` (resize 256, crop 224).
+:func:`resize_shorter_side` and :func:`center_crop` (resize 256, crop 224), and
+:func:`resize_and_center_crop`, which does both in bounded memory for any aspect ratio.
 """
 
 from __future__ import annotations
@@ -107,6 +108,34 @@ def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:
     else:
         new_size = (max(1, round(width * size / height)), size)
     return img.resize(new_size, Image.Resampling.BILINEAR)
+
+
+# Beyond this long/short side ratio, resize_and_center_crop resamples only the part of the image that survives
+# the crop: a 10 x 100,000 banner (1 M pixels, a few KB as PNG) would otherwise be resized to 256 x 2,560,000.
+MAX_FULL_RESIZE_ASPECT = 4.0
+
+
+def resize_and_center_crop(img: Image.Image, resize: int, size: int) -> Image.Image:
+    """:func:`resize_shorter_side` to ``resize``, then :func:`center_crop` to ``size``, in bounded memory.
+
+    Ordinary images take exactly those two steps. For an extreme aspect ratio the crop
+    is resampled straight from the source region that maps onto it (Pillow's ``box``),
+    so the huge intermediate image is never allocated; the pixels equal the two-step
+    result up to rounding (at most 1 of 255).
+    """
+    width, height = img.size
+    if size > resize:
+        raise ValueError(f"crop {size} is larger than the resize target {resize}")
+    if max(width, height) <= MAX_FULL_RESIZE_ASPECT * min(width, height):
+        return center_crop(resize_shorter_side(img, resize), size)
+    if width <= height:
+        new_width, new_height = resize, max(1, round(height * resize / width))
+    else:
+        new_width, new_height = max(1, round(width * resize / height)), resize
+    left, top = (new_width - size) // 2, (new_height - size) // 2
+    scale_x, scale_y = width / new_width, height / new_height
+    box = (left * scale_x, top * scale_y, (left + size) * scale_x, (top + size) * scale_y)
+    return img.resize((size, size), Image.Resampling.BILINEAR, box=box)
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:

@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from clmlf.config import ModelConfig
-from clmlf.images import center_crop, decode_image, resize_shorter_side
+from clmlf.images import decode_image, resize_and_center_crop
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -73,8 +73,8 @@ class Preprocessor:
     # ------------------------------------------------------------------ images
 
     def resize_and_crop(self, image: Image.Image) -> Image.Image:
-        """Shorter side to ``config.resize``, then the central ``config.image_size`` square."""
-        return center_crop(resize_shorter_side(image.convert("RGB"), self.config.resize), self.config.image_size)
+        """Shorter side to ``config.resize``, then the central ``config.image_size`` square (bounded memory)."""
+        return resize_and_center_crop(image.convert("RGB"), self.config.resize, self.config.image_size)
 
     def to_tensor(self, image: Image.Image) -> Tensor:
         """RGB PIL image -> float32 [3, H, W] in [0, 1], then normalised with the config's mean/std."""

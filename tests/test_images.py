@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clmlf.images import ImageDecodeError, center_crop, decode_image, resize_shorter_side
+from clmlf.images import (
+    MAX_FULL_RESIZE_ASPECT,
+    ImageDecodeError,
+    center_crop,
+    decode_image,
+    resize_and_center_crop,
+    resize_shorter_side,
+)
 
 RED, BLUE = (220, 20, 20), (20, 20, 220)
 
@@ -264,3 +271,31 @@ def test_resize_shorter_side_and_center_crop() -> None:
     assert crop.tobytes() == img.crop((80, 16, 304, 240)).tobytes()
     with pytest.raises(ValueError):
         center_crop(Image.new("RGB", (100, 300)), 224)
+
+
+def _two_step(img: Image.Image, resize: int, size: int) -> np.ndarray:
+    return np.asarray(center_crop(resize_shorter_side(img, resize), size)).astype(int)
+
+
+@pytest.mark.parametrize("shape", [(50, 600), (600, 50), (1000, 61), (300, 1300), (20, 90), (200, 800), (800, 200)])
+def test_resize_and_center_crop_equals_the_two_steps(shape: tuple[int, int]) -> None:
+    width, height = shape
+    img = Image.fromarray(np.random.default_rng(width).integers(0, 256, (height, width, 3), dtype=np.uint8))
+    got = np.asarray(resize_and_center_crop(img, 256, 224)).astype(int)
+    assert got.shape == (224, 224, 3)
+    if max(shape) <= MAX_FULL_RESIZE_ASPECT * min(shape):
+        assert np.array_equal(got, _two_step(img, 256, 224))  # ordinary images: the very same two steps
+    else:
+        assert np.abs(got - _two_step(img, 256, 224)).max() <= 1
+
+
+def test_resize_and_center_crop_keeps_the_centre_of_a_banner() -> None:
+    banner = Image.new("RGB", (12_000, 30), (0, 0, 0))
+    banner.paste((255, 255, 255), (5_990, 0, 6_010, 30))  # 20 px white stripe in the middle
+    out = resize_and_center_crop(banner, 256, 224)
+    assert out.getpixel((112, 100)) == (255, 255, 255) and out.getpixel((0, 100)) == (0, 0, 0)
+
+
+def test_resize_and_center_crop_rejects_a_crop_larger_than_the_resize() -> None:
+    with pytest.raises(ValueError, match="larger than the resize"):
+        resize_and_center_crop(Image.new("RGB", (300, 300)), 200, 224)

@@ -117,3 +117,20 @@ def test_collate_marks_missing_images(tokenizer) -> None:
     assert pre.blank_pixels(2).shape == (2, 3, 64, 64)
     with pytest.raises(ValueError):
         pre.collate(["a"], [None, None])
+
+
+def test_extreme_aspect_ratio_is_resized_in_bounded_memory(pre: Preprocessor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An 8 x 100,000 PNG is a few KB; resizing all of it would allocate 256 x 3,200,000 pixels (2.5 GB)."""
+    buffer = io.BytesIO()
+    Image.new("L", (8, 100_000), 90).save(buffer, "PNG")
+    assert len(buffer.getvalue()) < 200_000
+    real_resize = Image.Image.resize
+
+    def bounded_resize(self: Image.Image, size: tuple[int, int], *args, **kwargs) -> Image.Image:
+        assert size[0] * size[1] <= 4 * 256 * 256, f"resize to {size} would allocate a huge intermediate"
+        return real_resize(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "resize", bounded_resize)
+    tensor = pre.image_from_bytes(buffer.getvalue())
+    assert tensor.shape == (3, 224, 224)
+    torch.testing.assert_close(tensor[0], torch.full((224, 224), (90 / 255 - 0.485) / 0.229), atol=1e-5, rtol=0)
