@@ -226,3 +226,28 @@ def test_image_feature_cache_matches_the_encoder():
     assert torch.equal(again_map[0], got_map[1]) and (cache.hits, cache.misses, len(cache)) == (2, 3, 2)
     cache.uninstall()
     assert "forward" not in encoder.__dict__
+
+
+def test_train_augmentation_is_flip_then_randaugment_2_ops_magnitude_14_of_30():
+    from torchvision import transforms
+
+    from clmlf.augment import train_image_augment
+
+    flip, rand = train_image_augment().transforms
+    assert isinstance(flip, transforms.RandomHorizontalFlip) and flip.p == 0.5
+    assert isinstance(rand, transforms.RandAugment)
+    assert (rand.num_ops, rand.magnitude, rand.num_magnitude_bins) == (2, 14, 31)
+
+
+def test_augmented_view_is_the_back_translation_with_its_own_image_augmentation(tmp_path):
+    from clmlf.augment import train_image_augment
+
+    data, pre = _dataset(tmp_path, augment=train_image_augment(), with_augmented_view=True)
+    items = [data[0], data[len(data) - 1]]  # first: image + back-translation; last: neither (text itself, no image)
+    batch = BatchCollator(pre, with_augmented_view=True)(items)
+    decode = lambda view, row: pre.tokenizer.decode(batch[view]["input_ids"][row], skip_special_tokens=True)  # noqa: E731
+    assert decode("original", 0) == data.samples[0].text.lower()
+    assert decode("augmented", 0) == data.samples[0].translation.lower() and decode("augmented", 0).endswith("indeed")
+    assert decode("augmented", 1) == decode("original", 1)
+    assert batch["augmented"]["image_present"].tolist() == [True, False]
+    assert not torch.equal(batch["original"]["pixel_values"][0], batch["augmented"]["pixel_values"][0])

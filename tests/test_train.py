@@ -303,3 +303,15 @@ def test_resume_around_the_stage_switch_with_a_package_text_encoder(tmp_path, da
     assert strip(_metrics(out)) == strip(_metrics(tmp_path / "straight"))
     a, b = _weights(tmp_path / "straight" / "last"), _weights(out / "last")
     assert any(k.startswith("text_encoder.") for k in a) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_progress_bar_shows_loss_and_throughput_and_load_summary_once(tmp_path, data, capsys):
+    args = [a for a in TINY_MODEL_ARGS if a != "--no-progress"]
+    assert main(["train", "--preset", "mvsa-single", "--data-root", str(data), "--out", str(tmp_path / "p"), *args,
+                 "--batch-size", "8", "--epochs", "1", "--no-dbcl"]) == 0
+    err = capsys.readouterr().err
+    assert "epoch 1/1" in err and "loss=" in err and "samples_s=" in err  # tqdm on stderr
+    for split, line in (("train", "24 samples, 5 with an image (18 missing, 1 unreadable"),
+                        ("dev", "9 samples, 6 with an image (3 missing, 0 unreadable")):
+        found = [x for x in err.splitlines() if f"mvsa-single/{split}: " in x]
+        assert len(found) == 1 and line in found[0]
