@@ -173,14 +173,21 @@ class TrainingObjective(nn.Module):
 # ----------------------------------------------------------------------------- setup
 
 
+def process_group_backend(device_type: str) -> str:
+    """``gloo`` on CPU; on CUDA NCCL for the gradients plus gloo for the CPU tensors (loss sums, dev predictions)."""
+    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+
+
 def _init_distributed(device: torch.device) -> _Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
     import torch.distributed as dist
 
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # one GPU per process; NCCL and DDP use the current device
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=process_group_backend(device.type))
     return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
 
 

@@ -315,3 +315,12 @@ def test_progress_bar_shows_loss_and_throughput_and_load_summary_once(tmp_path, 
                         ("dev", "9 samples, 6 with an image (3 missing, 0 unreadable")):
         found = [x for x in err.splitlines() if f"mvsa-single/{split}: " in x]
         assert len(found) == 1 and line in found[0]
+
+
+def test_process_group_backend_has_a_cpu_backend_for_the_metric_reductions():
+    """Loss sums and dev predictions are reduced as CPU tensors; NCCL alone cannot carry them."""
+    from clmlf.train import process_group_backend
+
+    assert process_group_backend("cpu") == "gloo"
+    pairs = dict(pair.split(":") for pair in process_group_backend("cuda").split(","))
+    assert pairs == {"cpu": "gloo", "cuda": "nccl"}
