@@ -121,6 +121,8 @@ def test_presets_carry_the_published_recipe_and_can_be_overridden(tmp_path):
         (["--fusion-dim", "33"], "fusion"),
         (["--resume"], "no resume state"),
         (["--device", "cuda"], "cuda"),
+        (["--amp", "--device", "cpu"], "needs a CUDA device"),
+        (["--grad-accum", "0"], "grad-accum"),
         (["--text-encoder", "/no/such/encoder"], "text encoder"),
     ],
 )
