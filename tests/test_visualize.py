@@ -70,12 +70,14 @@ def test_attention_grid_is_square_and_normalised():
         attention_grid(np.ones(10))
 
 
-def test_clusters(tiny_checkpoint, tmp_path):
+def test_clusters(tiny_checkpoint, tmp_path, capsys):
     make_mvsa(tmp_path / "data", n_train=6, n_dev=12, with_images=4)
     out = tmp_path / "clusters.png"
     assert main(["visualize", "clusters", "--checkpoint", str(tiny_checkpoint), "--data-root", str(tmp_path / "data"),
                  "--dataset", "mvsa-single", "--split", "dev", "--out", str(out)]) == 0
     _assert_png(out)
+    summary = [line for line in capsys.readouterr().err.splitlines() if "mvsa-single/dev: 12 samples" in line]
+    assert len(summary) == 1 and "(8 missing, 0 unreadable -> text only)" in summary[0]
 
 
 def test_curves_and_bad_metrics(tmp_path, capsys):

@@ -144,6 +144,8 @@ def _attention(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
 
 def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    import logging
+
     import numpy as np
 
     from clmlf.batches import BatchCollator, PostDataset
@@ -157,6 +159,9 @@ def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
         parser.error("--max-samples must be >= 3")
     loaded, device = _load(args)
     data = load_split(args.data_root, args.dataset, args.split)
+    stats = data.stats
+    if stats.missing_images or stats.unreadable_images:  # once per run (REFERENCE.md section 7)
+        logging.getLogger("clmlf.visualize").warning(stats.summary(f"{args.dataset}/{args.split}"))
     samples = data.samples
     if len(samples) > args.max_samples:
         keep = np.random.default_rng(args.seed).choice(len(samples), args.max_samples, replace=False)
