@@ -8,12 +8,15 @@ so everything below a committed offset is durably done.
 
 Ownership of a partition is a :class:`PartitionLease`.  On revoke the lease is
 marked revoked and forgotten: late completions carrying it are ignored, and any
-stage may skip work whose lease is revoked.  The tracker is used by the
-consumer-loop thread only (no locks); other threads only read ``lease.revoked``.
+stage may skip work whose lease is revoked.  The consumer-loop thread and the
+client's rebalance callbacks (kafka-python 3 runs them on its IO thread) both
+use the tracker, so every method holds one lock; other threads only read
+``lease.revoked``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -48,9 +51,14 @@ class OffsetTracker:
 
     def __init__(self) -> None:
         self._parts: dict[Hashable, _PartitionState] = {}
+        self._lock = threading.RLock()
 
     def assign(self, partition: Hashable) -> PartitionLease:
         """Start owning ``partition`` (idempotent while the current lease is live)."""
+        with self._lock:
+            return self._assign(partition)
+
+    def _assign(self, partition: Hashable) -> PartitionLease:
         state = self._parts.get(partition)
         if state is not None:
             return state.lease
@@ -58,13 +66,24 @@ class OffsetTracker:
         self._parts[partition] = _PartitionState(lease)
         return lease
 
+    def locked(self) -> threading.RLock:
+        """The tracker's lock, to make several calls one step (``with tracker.locked(): ...``)."""
+        return self._lock
+
+    def leases(self) -> dict[Hashable, PartitionLease]:
+        """The current lease of every owned partition."""
+        with self._lock:
+            return {partition: state.lease for partition, state in self._parts.items()}
+
     def lease(self, partition: Hashable) -> PartitionLease | None:
-        state = self._parts.get(partition)
-        return state.lease if state else None
+        with self._lock:
+            state = self._parts.get(partition)
+            return state.lease if state else None
 
     @property
     def partitions(self) -> list[Hashable]:
-        return list(self._parts)
+        with self._lock:
+            return list(self._parts)
 
     def start(self, partition: Hashable, offset: int) -> PartitionLease:
         """Record that ``offset`` was taken for processing; returns the lease to carry with it.
@@ -73,59 +92,86 @@ class OffsetTracker:
         partition (e.g. after a failed commit): the old in-flight work is dropped
         with a fresh lease, as on revoke, and tracking restarts at ``offset``.
         """
-        state = self._parts.get(partition)
-        if state is None:
-            self.assign(partition)
-            state = self._parts[partition]
-        elif state.next_offset is not None and offset < state.next_offset:
-            committed = state.committed
-            self.revoke([partition])
-            self.assign(partition)
-            state = self._parts[partition]
-            state.committed = committed
-        state.started.append(offset)
-        state.next_offset = offset + 1
-        return state.lease
+        with self._lock:
+            state = self._parts.get(partition)
+            if state is None:
+                self._assign(partition)
+                state = self._parts[partition]
+            elif state.next_offset is not None and offset < state.next_offset:
+                committed = state.committed
+                self.revoke([partition])
+                self._assign(partition)
+                state = self._parts[partition]
+                state.committed = committed
+            state.started.append(offset)
+            state.next_offset = offset + 1
+            return state.lease
+
+    def start_owned(self, partition: Hashable, offset: int) -> PartitionLease | None:
+        """Like :meth:`start`, but only for a partition this process owns now; None otherwise.
+
+        A record polled just before its partition was revoked must not be taken: it
+        would re-create the partition here and let its commit point skip the
+        unfinished work that the revoke dropped (that work belongs to the new owner).
+        """
+        with self._lock:
+            if partition not in self._parts:
+                return None
+            return self.start(partition, offset)
+
+    def resume_point(self, partition: Hashable) -> int | None:
+        """Where processing of ``partition`` must restart if everything unfinished is dropped now:
+        the lowest unfinished offset, else one past the last started one (None: nothing started)."""
+        with self._lock:
+            state = self._parts.get(partition)
+            return None if state is None else state.commit_point()
 
     def finish(self, lease: PartitionLease, offset: int) -> bool:
         """Record ``offset`` as done; False (ignored) when the lease is no longer current."""
-        state = self._parts.get(lease.partition)
-        if state is None or state.lease is not lease or lease.revoked:
-            return False
-        state.finished.add(offset)
-        return True
+        with self._lock:
+            state = self._parts.get(lease.partition)
+            if state is None or state.lease is not lease or lease.revoked:
+                return False
+            state.finished.add(offset)
+            return True
 
     def pending(self, partition: Hashable | None = None) -> int:
         """Started but unfinished offsets (of one partition, or all)."""
-        states = [self._parts[partition]] if partition is not None and partition in self._parts else (
-            [] if partition is not None else self._parts.values())
-        return sum(len(s.started) - len(s.finished) for s in states)
+        with self._lock:
+            if partition is not None:
+                states = [self._parts[partition]] if partition in self._parts else []
+            else:
+                states = list(self._parts.values())
+            return sum(len(s.started) - len(s.finished) for s in states)
 
     def commit_points(self, partitions: list[Hashable] | None = None) -> dict[Hashable, int]:
         """Commit points that moved past the last acknowledged commit."""
-        points = {}
-        for partition in partitions if partitions is not None else list(self._parts):
-            state = self._parts.get(partition)
-            if state is None:
-                continue
-            point = state.commit_point()
-            if point is not None and point != state.committed:
-                points[partition] = point
-        return points
+        with self._lock:
+            points = {}
+            for partition in partitions if partitions is not None else list(self._parts):
+                state = self._parts.get(partition)
+                if state is None:
+                    continue
+                point = state.commit_point()
+                if point is not None and point != state.committed:
+                    points[partition] = point
+            return points
 
     def committed(self, points: dict[Hashable, int]) -> None:
         """Remember commit points the broker acknowledged."""
-        for partition, point in points.items():
-            state = self._parts.get(partition)
-            if state is not None:
-                state.committed = point
+        with self._lock:
+            for partition, point in points.items():
+                state = self._parts.get(partition)
+                if state is not None:
+                    state.committed = point
 
     def revoke(self, partitions: list[Hashable]) -> int:
         """Forget ``partitions``; their in-flight work is dropped. Returns how many posts were dropped."""
-        dropped = 0
-        for partition in partitions:
-            state = self._parts.pop(partition, None)
-            if state is not None:
-                state.lease.revoked = True
-                dropped += len(state.started) - len(state.finished)
-        return dropped
+        with self._lock:
+            dropped = 0
+            for partition in partitions:
+                state = self._parts.pop(partition, None)
+                if state is not None:
+                    state.lease.revoked = True
+                    dropped += len(state.started) - len(state.finished)
+            return dropped

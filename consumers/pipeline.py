@@ -60,8 +60,8 @@ class LoopSettings:
 
 
 class _Rebalance(AsyncConsumerRebalanceListener):
-    """Rebalance hooks.  kafka-python 3 runs them on its IO thread while the loop thread is
-    blocked in ``poll()``/``close()``, so they may touch the tracker; they must not call
+    """Rebalance hooks.  kafka-python 3 runs them on its IO thread, also while the loop thread
+    is between polls; the tracker's lock serialises them with the loop.  They must not call
     blocking consumer APIs, hence the awaited commit."""
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -127,6 +127,10 @@ class Pipeline:
         self._last_activity = time.monotonic()
         self._joined = False
         self._deferred: list[DeadLetter] = []
+        # Where to restart partitions revoked with work dropped, should they come back to this member:
+        # kafka-python 3 keeps the fetch position of a partition that is revoked and assigned again
+        # in one rebalance, and that position is past the dropped work.
+        self._resume: dict[TopicPartition, int] = {}
 
     # ----------------------------------------------------------------- probes
 
@@ -156,8 +160,12 @@ class Pipeline:
         if not self._joined:
             self._joined = True
             self._last_activity = time.monotonic()  # the idle clock starts once the group is joined
-        for tp in partitions:
-            self.tracker.assign(tp)
+        with self.tracker.locked():
+            resume, self._resume = self._resume, {}
+            for tp in partitions:
+                self.tracker.assign(tp)
+                if tp in resume:
+                    self._seek(tp, resume[tp])
         self._paused = False  # a fresh assignment starts unpaused; step 3 re-applies backpressure
         self.metrics.assigned_partitions.set(len(self.tracker.partitions))
         log.info("assigned %s", _names(partitions))
@@ -173,7 +181,12 @@ class Pipeline:
     def on_revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         if not partitions:
             return
-        dropped = self.tracker.revoke(partitions)
+        with self.tracker.locked():
+            for tp in partitions:
+                point = self.tracker.resume_point(tp)
+                if point is not None:
+                    self._resume[tp] = min(point, self._resume.get(tp, point))
+            dropped = self.tracker.revoke(partitions)
         for tp in partitions:
             try:
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
@@ -214,6 +227,7 @@ class Pipeline:
             self._commit()
         self._apply_backpressure(force_pause=not poll)
         room = max(1, self.settings.max_in_flight - self.tracker.pending())
+        before = self.tracker.leases()
         try:
             batches = self.consumer.poll(timeout_ms=self.settings.poll_timeout_ms, max_records=room)
         except KafkaError as exc:
@@ -221,16 +235,65 @@ class Pipeline:
             time.sleep(0.5)
             batches = {}
         if poll:
-            for tp, records in batches.items():
-                for record in records:
-                    self._take(tp, record)
+            self._take_batches(batches, before)
         # else: partitions are paused, nothing should arrive; anything that did is redelivered later
         self.heartbeat = time.monotonic()
         self._update_gauges()
 
+    def _take_batches(self, batches: dict[TopicPartition, list[Any]], before: dict[Any, Any]) -> None:
+        """Take polled records, unless a rebalance overtook them.
+
+        kafka-python 3 runs rebalances on its IO thread, also while this thread is
+        between ``poll()`` and here.  Records of a partition revoked meanwhile are
+        dropped (the new owner reads them from the last commit).  Records of a
+        partition revoked *and* assigned again meanwhile may predate the revoke:
+        taking them under the new lease would let its commit point skip the work
+        the revoke dropped, so they are dropped too and the partition is rewound to
+        its committed offset.  The tracker's lock keeps rebalance callbacks out
+        while the check and the taking happen.
+        """
+        rewind = []
+        with self.tracker.locked():
+            for tp, records in batches.items():
+                lease = self.tracker.lease(tp)
+                if lease is None or (tp in before and before[tp] is not lease):
+                    log.info("dropping %d records of %s[%d] polled before a rebalance", len(records),
+                             tp.topic, tp.partition)
+                    if lease is not None:
+                        rewind.append(tp)
+                    elif records:  # should the partition come back with its position kept: restart here
+                        first = records[0].offset
+                        self._resume[tp] = min(first, self._resume.get(tp, first))
+                    continue
+                for record in records:
+                    self._take(tp, record)
+        for tp in rewind:
+            self._rewind_to_committed(tp)
+
+    def _seek(self, tp: TopicPartition, offset: int) -> None:
+        """Restart ``tp`` at ``offset`` (non-blocking: safe inside a rebalance callback)."""
+        try:
+            self.consumer.seek(tp, offset)
+            log.info("%s[%d] restarts at offset %d (work dropped on revoke is redone)", tp.topic, tp.partition,
+                     offset)
+        except (ValueError, AssertionError, KafkaError) as exc:
+            log.warning("seek of %s[%d] to %d failed: %s", tp.topic, tp.partition, offset, exc)
+
+    def _rewind_to_committed(self, tp: TopicPartition) -> None:
+        try:
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+        except (KafkaError, AssertionError, ValueError) as exc:  # no longer assigned: nothing to rewind
+            log.warning("rewind of %s[%d] failed: %s", tp.topic, tp.partition, exc)
+
     def _take(self, tp: TopicPartition, record: Any) -> None:
+        lease = self.tracker.start_owned(tp, record.offset)
+        if lease is None:  # not owned (callers check first; kept as a guard)
+            return
         self._last_activity = time.monotonic()
-        lease = self.tracker.start(tp, record.offset)
         value = record.value
         try:
             post = parse_post(value)

@@ -66,3 +66,17 @@ def test_committed_points_are_not_reported_again():
     tracker.finish(lease, 0)
     tracker.committed(tracker.commit_points())
     assert tracker.commit_points() == {}
+
+
+def test_records_of_a_partition_revoked_meanwhile_are_not_taken():
+    tracker = OffsetTracker()
+    tracker.assign(P0)
+    tracker.start(P0, 10)  # in flight when the revoke comes
+    tracker.finish(tracker.start(P0, 11), 11)
+    assert tracker.revoke([P0]) == 1
+    # A record of the same poll, handled after the revoke, must not re-create the partition: its
+    # commit point (13) would skip offset 10, which the revoke dropped for the new owner to redo.
+    assert tracker.start_owned(P0, 12) is None
+    assert tracker.partitions == [] and tracker.commit_points() == {}
+    tracker.assign(P0)  # assigned again: taken normally
+    assert tracker.start_owned(P0, 10) is not None and tracker.commit_points() == {P0: 10}
