@@ -14,38 +14,19 @@ from __future__ import annotations
 import hashlib
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+from clmlf.frozen_memo import FrozenForwardMemo
 
 
-class ImageFeatureCache:
+class ImageFeatureCache(FrozenForwardMemo):
     """``forward(pixel_values) -> (feature_map, pooled)`` with a per-image memo (bounded by ``max_entries``)."""
 
+    kind = "image encoder"
+
     def __init__(self, max_entries: int = 1024, dtype: torch.dtype = torch.float16):
+        super().__init__(dtype)
         self.max_entries = max_entries
-        self.dtype = dtype
-        self._store: dict[bytes, Tensor] = {}
-        self._encoder: nn.Module | None = None
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    @property
-    def installed(self) -> bool:
-        return self._encoder is not None
-
-    def install(self, encoder: nn.Module) -> None:
-        if any(p.requires_grad for p in encoder.parameters()):
-            raise ValueError("only a frozen image encoder can be cached")
-        self._encoder = encoder
-        encoder.forward = self._forward
-
-    def uninstall(self) -> None:
-        if self._encoder is not None and "forward" in self._encoder.__dict__:
-            del self._encoder.__dict__["forward"]
-        self._encoder = None
-        self._store.clear()
 
     @staticmethod
     def _digest(pixels: Tensor) -> bytes:

@@ -21,36 +21,17 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from clmlf.frozen_memo import FrozenForwardMemo
 
-class TextStateCache:
+
+class TextStateCache(FrozenForwardMemo):
     """``forward(input_ids, attention_mask, token_type_ids)`` with a per-sequence memo."""
 
-    def __init__(self, dtype: torch.dtype = torch.float16):
-        self.dtype = dtype
-        self._store: dict[tuple, Tensor] = {}
-        self._encoder: nn.Module | None = None
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._store)
+    kind = "text encoder"
 
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._store.values())
-
-    def install(self, encoder: nn.Module) -> None:
-        """Route ``encoder``'s calls through the cache (the encoder must be frozen: eval mode, no grads)."""
-        if any(p.requires_grad for p in encoder.parameters()):
-            raise ValueError("only a frozen text encoder can be cached")
-        self._encoder = encoder
-        encoder.forward = self._forward  # instance attribute shadows the class method
-
-    def uninstall(self) -> None:
-        if self._encoder is not None and "forward" in self._encoder.__dict__:
-            del self._encoder.__dict__["forward"]
-        self._encoder = None
-        self._store.clear()
 
     @staticmethod
     def _key(ids: list[int], types: list[int] | None) -> tuple:
