@@ -160,3 +160,32 @@ class EpochOrder(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self.indices()) - self.start)
+
+
+class LengthBucketedOrder(EpochOrder):
+    """:class:`EpochOrder` with batches of similar text length (less padding, same samples per epoch).
+
+    The epoch's shuffled order is cut into windows of ``window`` batches; each
+    window is sorted by length and cut into batches, and the batches of the whole
+    epoch are shuffled again, all seeded by ``(seed, epoch)``. Consecutive
+    ``batch_size`` indices form one batch, so the order stays a flat list that a
+    resume can enter at any sample position.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, seed: int = 0, rank: int = 0, world: int = 1,
+                 window: int = 50):
+        super().__init__(len(lengths), shuffle=True, seed=seed, rank=rank, world=world)
+        self.lengths, self.batch_size, self.window = list(lengths), batch_size, window
+
+    def indices(self) -> list[int]:
+        order = super().indices()
+        span = self.batch_size * self.window
+        batches: list[list[int]] = []
+        for start in range(0, len(order), span):
+            chunk = sorted(order[start : start + span], key=lambda i: self.lengths[i])
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        # Only the epoch's very last batch can be short; it stays last so every other batch is whole.
+        tail = batches.pop() if batches and len(batches[-1]) < self.batch_size else []
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 1))
+        shuffled = torch.randperm(len(batches), generator=generator).tolist()
+        return [index for b in shuffled for index in batches[b]] + tail

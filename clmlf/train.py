@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
@@ -61,9 +60,15 @@ class TrainConfig(BaseModel):
     max_steps: int | None = Field(None, ge=1)
     batch_size: int | None = Field(None, ge=1)
     grad_accum: int = Field(1, ge=1)
-    lbcl: bool = True
-    dbcl: bool = True
-    lbcl_form: Literal["reference", "paper"] = "reference"
+    lbcl: bool | None = None
+    dbcl: bool | None = None
+    lbcl_form: Literal["reference", "paper", "normalized"] | None = None
+    dbcl_form: Literal["reference", "normalized"] | None = None
+    logit_adjustment: float | None = Field(None, ge=0)
+    holdout_fraction: float | None = Field(None, ge=0, lt=1)
+    translation_view: bool | None = None
+    text_train_layers: int | None = Field(None, ge=1)
+    length_bucketing: bool | None = None
     seed: int = Field(0, ge=0)
     resume: bool = False
     fusion_dim: int | None = Field(None, ge=2)
@@ -79,13 +84,13 @@ class TrainConfig(BaseModel):
     dbcl_weight: float | None = Field(None, ge=0)
     selection_metric: SelectionMetric | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = False
+    amp: bool | None = None
     compile: bool = False
     workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1)
     cache_text: bool = True
     text_cache_file: Path | None = None
-    use_images: bool = True
+    use_images: bool | None = None
     distractor_rate: float = Field(0.0, ge=0, le=1)
     distractor_pool: int = Field(256, ge=1)
     limit_train: int | None = Field(None, ge=1)
@@ -98,11 +103,14 @@ class TrainConfig(BaseModel):
         preset = get_preset(self.preset)
         for name in ("batch_size", "stage1_epochs", "fusion_dim", "fusion_layers", "image_layers", "max_text_len",
                      "lr", "text_lr", "weight_decay", "temperature", "lbcl_weight", "dbcl_weight",
-                     "selection_metric"):
+                     "selection_metric", "lbcl", "dbcl", "lbcl_form", "dbcl_form", "logit_adjustment",
+                     "holdout_fraction", "translation_view", "text_train_layers", "length_bucketing", "use_images"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(preset, name))
         if self.epochs is None:
             object.__setattr__(self, "epochs", preset.epochs)
+        if not self.use_images and self.distractor_rate > 0:
+            raise ValueError("a text-only run (--no-images) takes no distractor photos (--distractor-rate 0)")
         if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
             raise ValueError(f"fusion width {self.fusion_dim} must be even and divisible by its d/64 heads")
         return self
@@ -110,6 +118,15 @@ class TrainConfig(BaseModel):
     @property
     def dataset(self) -> str:
         return get_preset(self.preset).dataset
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The datasets whose train splits are merged for training (their dev splits are all reported)."""
+        return get_preset(self.preset).train_datasets
+
+    @property
+    def run_name(self) -> str:
+        return "+".join(self.datasets)
 
     @property
     def aspect(self) -> bool:
@@ -142,18 +159,19 @@ class _Dist:
 class TrainingObjective(nn.Module):
     """CLMLF + its training loss in one ``forward`` (so DDP sees every parameter use)."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig):
+    def __init__(self, model: nn.Module, config: TrainConfig, log_prior: Tensor | None = None):
         super().__init__()
         self.model = model
         self.cfg = config
+        self.log_prior = log_prior  # training label prior, for logit adjustment
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        from clmlf.losses import dbcl_loss, lbcl_loss
+        from clmlf.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
 
         cfg = self.cfg
         labels = batch["labels"]
         out = self.model(**batch["original"])
-        ce = F.cross_entropy(out.logits.float(), labels)
+        ce = logit_adjusted_cross_entropy(out.logits, labels, self.log_prior, cfg.logit_adjustment)
         parts = {"ce": ce}
         loss = ce
         if cfg.lbcl or cfg.dbcl:
@@ -163,7 +181,7 @@ class TrainingObjective(nn.Module):
                 loss = loss + cfg.lbcl_weight * parts["lbcl"]
             if cfg.dbcl:
                 aug = self.model(**batch["augmented"])
-                parts["dbcl"] = dbcl_loss(z, self.model.proj_augmented(aug.fused), cfg.temperature)
+                parts["dbcl"] = dbcl_loss(z, self.model.proj_augmented(aug.fused), cfg.temperature, cfg.dbcl_form)
                 loss = loss + cfg.dbcl_weight * parts["dbcl"]
         parts["loss"] = loss
         parts["correct"] = (out.logits.argmax(dim=-1) == labels).sum()
@@ -225,11 +243,30 @@ def _freeze_text(model: nn.Module) -> None:
     model.text_encoder.freeze()
 
 
-def _unfreeze_text(model: nn.Module) -> None:
+def _unfreeze_text(model: nn.Module, top_layers: int | None = None) -> None:
+    """Make the text encoder trainable: all of it, or (``top_layers``) only its top N transformer layers.
+
+    With ``top_layers`` the embeddings and the lower layers keep their package weights, so a
+    checkpoint stores only the trained layers (:mod:`clmlf.checkpoint`).
+    """
     encoder = model.text_encoder
     encoder.frozen = False
+    layers = _text_layers(encoder) if top_layers is not None else None
+    if layers is not None and top_layers < len(layers):
+        for param in encoder.parameters():
+            param.requires_grad_(False)
+        for layer in layers[len(layers) - top_layers:]:
+            for param in layer.parameters():
+                param.requires_grad_(True)
+        return
     for param in encoder.parameters():
         param.requires_grad_(True)
+
+
+def _text_layers(encoder: nn.Module) -> nn.ModuleList | None:
+    """The transformer layers of a BERT-style backbone (``encoder.layer``), None when it has none."""
+    layers = getattr(getattr(encoder.backbone, "encoder", None), "layer", None)
+    return layers if isinstance(layers, nn.ModuleList) else None
 
 
 def _stored_state(model: nn.Module) -> dict[str, Tensor]:
@@ -322,7 +359,7 @@ def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer
     state, tensors = load_resume(out)
     # Match the trainable set at save time: a frozen package encoder was not stored, a trainable one was.
     if _text_trained_before(state, cfg):
-        _unfreeze_text(model)
+        _unfreeze_text(model, cfg.text_train_layers)
     else:
         _freeze_text(model)
     model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -432,35 +469,37 @@ def train(cfg: TrainConfig) -> TrainResult:
     from tqdm import tqdm
 
     from clmlf.augment import train_image_augment
-    from clmlf.batches import BatchCollator, EpochOrder, PostDataset
+    from clmlf.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
     from clmlf.checkpoint import save_checkpoint
-    from clmlf.data import load_split
     from clmlf.distractors import distractor_images
     from clmlf.evaluation import classification_metrics
     from clmlf.model import CLMLF
     from clmlf.preprocess import Preprocessor
+    from clmlf.train_data import training_data
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = training_device(cfg.device)
-    if cfg.amp and device.type != "cuda":
-        raise ValueError("--amp (bfloat16 autocast) needs a CUDA device")
+    amp_possible = device.type == "cuda" or cpu_has_native_bf16()
+    if cfg.amp and not amp_possible:
+        raise ValueError("--amp (bfloat16 autocast) needs a CUDA device or a CPU with native bf16 (avx512_bf16/amx)")
+    # Not given: the preset's choice where the hardware computes bf16 natively (fp32 elsewhere).
+    amp = cfg.amp if cfg.amp is not None else get_preset(cfg.preset).amp and amp_possible
     dist_info = _init_distributed(device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    train_split = load_split(cfg.data_root, cfg.dataset, "train", probe_images=cfg.use_images)
-    dev_split = load_split(cfg.data_root, cfg.dataset, "dev", probe_images=cfg.use_images)
+    data = training_data(cfg.data_root, cfg.datasets, holdout_fraction=cfg.holdout_fraction, seed=cfg.seed,
+                         translation_view=cfg.translation_view, probe_images=cfg.use_images,
+                         limit_train=cfg.limit_train)
+    train_samples = data.train
     if dist_info.main:
-        for split in (train_split, dev_split):
-            log.info(split.stats.summary(f"{cfg.dataset}/{split.split}"))
-    train_samples = train_split.samples[: cfg.limit_train] if cfg.limit_train else train_split.samples
-    if not train_samples or not dev_split.samples:
-        raise ValueError(f"{cfg.dataset}: train and dev splits must not be empty")
+        log.info("training on %d samples (%s), selecting on %s (%d posts), bf16 autocast %s", len(train_samples),
+                 "+".join(cfg.datasets), data.selection[0], len(data.selection[1]), "on" if amp else "off")
 
     torch.manual_seed(cfg.seed)
-    model_config = build_model_config(cfg, train_split.label_names)
+    model_config = build_model_config(cfg, data.label_names)
     model = CLMLF(model_config).to(device)
     tokenizer = model.text_encoder.tokenizer
     pre = Preprocessor(model_config, tokenizer)
@@ -484,12 +523,19 @@ def train(cfg: TrainConfig) -> TrainResult:
         train_samples, pre, augment=train_image_augment(), with_augmented_view=cfg.dbcl,
         distractors=distractors, distractor_rate=cfg.distractor_rate, seed=cfg.seed, use_images=cfg.use_images,
     )
-    dev_set = PostDataset(dev_split.samples, pre, use_images=cfg.use_images)
+    eval_sets = {name: PostDataset(samples, pre, use_images=cfg.use_images) for name, samples in data.reports.items()}
     collate_train = BatchCollator(pre, with_augmented_view=cfg.dbcl)
     collate_eval = BatchCollator(pre)
-    order = EpochOrder(len(train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank, world=dist_info.world)
+    if cfg.length_bucketing:
+        lengths = [len(ids) for ids in tokenizer([s.text for s in train_samples], truncation=True,
+                                                  max_length=cfg.max_text_len)["input_ids"]]
+        order = LengthBucketedOrder(lengths, cfg.batch_size, seed=cfg.seed, rank=dist_info.rank,
+                                    world=dist_info.world)
+    else:
+        order = EpochOrder(len(train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank, world=dist_info.world)
 
-    objective = TrainingObjective(model, cfg)
+    counts = torch.tensor(data.label_counts, dtype=torch.float32).clamp_min(1.0)
+    objective = TrainingObjective(model, cfg, log_prior=(counts / counts.sum()).log().to(device))
     step_fn: nn.Module | None = None
 
     if cfg.distractor_rate > 0:
@@ -498,7 +544,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         ImageFeatureCache(max_entries=cfg.distractor_pool).install(model.image_encoder)
     cache = None
     if cfg.cache_text and state["epoch"] < cfg.stage1_epochs:
-        cache = _prefilled_cache(cfg, model, pre, train_samples, dev_split.samples, dist_info)
+        cache = _prefilled_cache(cfg, model, pre, train_samples, data.eval_samples(), dist_info)
     history: list[dict[str, Any]] = []
     stop = False
     for epoch in range(state["epoch"], cfg.epochs):
@@ -507,7 +553,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             if cache is not None:
                 cache.uninstall()
                 cache = None
-            _unfreeze_text(model)
+            _unfreeze_text(model, cfg.text_train_layers)
             optimizer.param_groups[1]["lr"] = cfg.text_lr
         else:
             _freeze_text(model)
@@ -532,7 +578,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                    disable=not (cfg.progress and dist_info.main), dynamic_ncols=True)
         for batch_index, batch in enumerate(bar):
             batch = _to_device(batch, device)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.amp):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 parts = step_fn(batch)
             (parts["loss"] / cfg.grad_accum).backward()
             micro += 1
@@ -564,9 +610,13 @@ def train(cfg: TrainConfig) -> TrainResult:
             break
         elapsed = time.perf_counter() - started
         totals = _all_reduce_sums(sums, dist_info)
-        logits, _, gold = predict_dataset(model, dev_set, collate_eval, cfg.eval_batch_size, device, amp=cfg.amp,
-                                          dist_info=dist_info, progress=cfg.progress and dist_info.main, desc="dev")
-        dev = classification_metrics(gold.tolist(), logits.argmax(-1).tolist(), train_split.label_names)
+        evaluations = {}
+        for name, eval_set in eval_sets.items():
+            logits, _, gold = predict_dataset(model, eval_set, collate_eval, cfg.eval_batch_size, device, amp=amp,
+                                              dist_info=dist_info, progress=cfg.progress and dist_info.main,
+                                              desc=f"eval [{name}]")
+            evaluations[name] = classification_metrics(gold.tolist(), logits.argmax(-1).tolist(), data.label_names)
+        dev = evaluations[data.selection[0]]
         n = max(1.0, totals["n"])
         record = {
             "epoch": epoch + 1,
@@ -581,6 +631,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             "dev_accuracy": dev["accuracy"],
             "dev_f1_weighted": dev["f1_weighted"],
             "dev_f1_macro": dev["f1_macro"],
+            "selection": data.selection[0],
+            "evaluations": {name: _summary(metrics) for name, metrics in evaluations.items()},
             "samples_per_s": seen_this_run * dist_info.world / max(1e-9, elapsed),
             "epoch_seconds": elapsed,
         }
@@ -591,13 +643,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         state.update(epoch=epoch + 1, position=0, sums={})
         if dist_info.main:
             _write_metrics_line(out / METRICS_FILE, record)
-            extra = {"train_config": cfg.model_dump(mode="json"), "epoch": epoch + 1, "dev": dev}
+            extra = {"train_config": cfg.model_dump(mode="json"), "epoch": epoch + 1, "dev": dev,
+                     "selection": data.selection[0], "evaluations": evaluations}
             save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last")
             if improved:
                 save_checkpoint(model, tokenizer, out / "best", extra=extra, name=out.name)
-            log.info("epoch %d/%d: loss %.4f, dev acc %.4f, weighted F1 %.4f, macro F1 %.4f%s", epoch + 1, cfg.epochs,
-                     record["train_loss"], dev["accuracy"], dev["f1_weighted"], dev["f1_macro"],
-                     " (best)" if improved else "")
+            for name, metrics in evaluations.items():
+                log.info("epoch %d/%d: %s acc %.4f, weighted F1 %.4f, macro F1 %.4f, recall %s%s", epoch + 1,
+                         cfg.epochs, name, metrics["accuracy"], metrics["f1_weighted"], metrics["f1_macro"],
+                         "/".join(f"{r:.2f}" for r in _summary(metrics)["recall"].values()),
+                         " (selects; best)" if improved and name == data.selection[0] else "")
+            log.info("epoch %d/%d: train loss %.4f", epoch + 1, cfg.epochs, record["train_loss"])
         if improved:
             state.update(best_score=score, best_epoch=epoch + 1)
         if dist_info.main:
@@ -607,6 +663,23 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cache is not None:
         cache.uninstall()
     return TrainResult(out=out, best_epoch=state["best_epoch"], best_score=state["best_score"], history=history)
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of one evaluation (metrics.jsonl keeps these, checkpoints keep everything)."""
+    return {
+        "accuracy": metrics["accuracy"], "f1_weighted": metrics["f1_weighted"], "f1_macro": metrics["f1_macro"],
+        "n": metrics["n"], "recall": {name: row["recall"] for name, row in metrics["per_class"].items()},
+    }
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast is faster, not slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
 
 
 def _wrap_for_training(objective: nn.Module, cfg: TrainConfig, dist_info: _Dist, device: torch.device) -> nn.Module:

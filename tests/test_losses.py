@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from clmlf.losses import dbcl_loss, lbcl_loss
+from clmlf.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
 
 
 def naive_lbcl(z: list[list[float]], labels: list[int], tau: float, form: str) -> float:
@@ -136,3 +136,85 @@ def test_gradients_flow_and_are_finite() -> None:
 def test_bad_inputs_raise_value_error(call) -> None:
     with pytest.raises(ValueError):
         call()
+
+
+def naive_normalized_lbcl(z: list[list[float]], labels: list[int], tau: float) -> float:
+    """The normalized form by hand: cosine / tau, anchor excluded, mean over each anchor's positives,
+    every class present among the anchors weighted equally."""
+    n = len(z)
+    unit = [[v / math.sqrt(sum(x * x for x in row)) for v in row] for row in z]
+    per_class: dict[int, list[float]] = {}
+    for i in range(n):
+        others = [j for j in range(n) if j != i]
+        positives = [j for j in others if labels[j] == labels[i]]
+        if not positives:
+            continue
+        sims = {j: sum(a * b for a, b in zip(unit[i], unit[j], strict=True)) / tau for j in others}
+        log_norm = math.log(sum(math.exp(v) for v in sims.values()))
+        per_class.setdefault(labels[i], []).append(-sum(sims[j] - log_norm for j in positives) / len(positives))
+    return sum(sum(v) / len(v) for v in per_class.values()) / len(per_class)
+
+
+@pytest.mark.parametrize("tau", [0.07, 0.2, 1.0])
+@pytest.mark.parametrize("labels", [LABELS, [0, 0, 0, 1], [1, 1, 2, 2], [0, 0, 0, 0]])
+def test_normalized_lbcl_matches_naive_loop(tau: float, labels: list[int]) -> None:
+    got = lbcl_loss(torch.tensor(Z, dtype=torch.float64), torch.tensor(labels), tau, "normalized")
+    assert got.item() == pytest.approx(naive_normalized_lbcl(Z, labels, tau), rel=1e-9)
+
+
+def test_normalized_lbcl_weights_classes_equally_not_by_pair_count() -> None:
+    # Class 0 has 4 members (12 ordered pairs), class 1 two (2 pairs): the balanced loss averages per class,
+    # so scaling class 0's anchors' losses cannot drown class 1 the way n_c^2 pair weighting does.
+    z = torch.randn(6, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    labels = [0, 0, 0, 0, 1, 1]
+    got = lbcl_loss(z, torch.tensor(labels), 0.1, "normalized").item()
+    assert got == pytest.approx(naive_normalized_lbcl(z.tolist(), labels, 0.1), rel=1e-9)
+
+
+def test_normalized_lbcl_without_any_positive_pair_is_zero_with_a_gradient() -> None:
+    z = torch.tensor(Z, requires_grad=True)
+    loss = lbcl_loss(z, torch.tensor([0, 1, 2, 3]), 0.1, "normalized")
+    loss.backward()
+    assert loss.item() == 0.0 and z.grad is not None and torch.all(z.grad == 0)
+    one = lbcl_loss(torch.tensor([[1.0, 2.0]]), torch.tensor([0]), 0.1, "normalized")
+    assert one.item() == 0.0
+
+
+def test_normalized_forms_are_scale_invariant_and_bounded() -> None:
+    z, z_aug, labels = torch.tensor(Z), torch.tensor(Z_AUG), torch.tensor(LABELS)
+    for scale in (1e-3, 1e3):
+        assert lbcl_loss(z * scale, labels, 0.1, "normalized").item() == pytest.approx(
+            lbcl_loss(z, labels, 0.1, "normalized").item(), rel=1e-5)
+        assert dbcl_loss(z * scale, z_aug, 0.1, "normalized").item() == pytest.approx(
+            dbcl_loss(z, z_aug, 0.1, "normalized").item(), rel=1e-5)
+    # Cosine logits lie in [-1/tau, 1/tau], so the loss cannot exceed log(B) + 2/tau.
+    assert dbcl_loss(z * 1e3, -z_aug * 1e3, 0.1, "normalized").item() <= math.log(4) + 2 / 0.1
+
+
+def test_normalized_dbcl_matches_naive_loop_on_unit_vectors() -> None:
+    unit = lambda rows: [[v / math.sqrt(sum(x * x for x in r)) for v in r] for r in rows]  # noqa: E731
+    got = dbcl_loss(torch.tensor(Z, dtype=torch.float64), torch.tensor(Z_AUG, dtype=torch.float64), 0.2, "normalized")
+    assert got.item() == pytest.approx(naive_dbcl(unit(Z), unit(Z_AUG), 0.2), rel=1e-9)
+
+
+def test_logit_adjusted_cross_entropy_shifts_by_the_log_prior() -> None:
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]])
+    labels = torch.tensor([1, 2])
+    prior = torch.tensor([0.6, 0.1, 0.3])
+    expected = sum(
+        -(row[y] + math.log(prior[y])) + math.log(sum(math.exp(v + math.log(p)) for v, p in zip(row, prior, strict=True)))
+        for row, y in zip(logits.tolist(), labels.tolist(), strict=True)
+    ) / 2
+    got = logit_adjusted_cross_entropy(logits, labels, prior.log(), 1.0)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    assert logit_adjusted_cross_entropy(logits, labels, prior.log(), 0.0).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels).item())
+    assert logit_adjusted_cross_entropy(logits, labels, None).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, labels).item())
+
+
+def test_unknown_forms_raise() -> None:
+    with pytest.raises(ValueError, match="normalized"):
+        lbcl_loss(torch.tensor(Z), torch.tensor(LABELS), 0.1, "cosine")
+    with pytest.raises(ValueError, match="normalized"):
+        dbcl_loss(torch.tensor(Z), torch.tensor(Z_AUG), 0.1, "paper")

@@ -121,7 +121,6 @@ def test_presets_carry_the_published_recipe_and_can_be_overridden(tmp_path):
         (["--fusion-dim", "33"], "fusion"),
         (["--resume"], "no resume state"),
         (["--device", "cuda"], "cuda"),
-        (["--amp", "--device", "cpu"], "needs a CUDA device"),
         (["--grad-accum", "0"], "grad-accum"),
         (["--text-encoder", "/no/such/encoder"], "text encoder"),
     ],
@@ -139,6 +138,19 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, data, capsys, args, needle
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert needle in err[-1] and err[-1].startswith("clmlf") and "error:" in err[-1]
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_amp_on_cpu_needs_native_bf16(tmp_path, data, capsys, monkeypatch, native_bf16):
+    monkeypatch.setattr("clmlf.train.cpu_has_native_bf16", lambda: native_bf16)
+    if native_bf16:  # bf16 autocast on such a CPU trains (and is what --preset default uses there)
+        assert _train(tmp_path, tmp_path / "amp", "--amp", "--device", "cpu", "--epochs", "1") == 0
+        assert load(tmp_path / "amp" / "best").config.fusion_dim == 32
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        _train(tmp_path, tmp_path / "amp", "--amp", "--device", "cpu", "--epochs", "1")
+    assert exit_info.value.code == 2
+    assert "needs a CUDA device or a CPU with native bf16" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_malformed_data_exits_2_naming_the_file(tmp_path, data, capsys):

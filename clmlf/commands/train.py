@@ -6,10 +6,14 @@ import argparse
 
 from clmlf.settings import build_config, env_default, setup_logging
 
-PRESET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
+PRESET_NAMES = ("default", "mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
 
 EPILOG = """\
 examples:
+  # the embedded default model: MVSA-Single + MVSA-Multiple train, back-translations as extra samples,
+  # 1 epoch fusion-only + 3 epochs with MiniLM fine-tuned, text only, selected on 10% of train held out
+  clmlf train --preset default --data-root data --out runs/default
+
   # the published MVSA-Single recipe (3 fusion / 2 image layers, batch 32, 20 + 30 epochs)
   clmlf train --preset mvsa-single --data-root data --out runs/mvsa-single
 
@@ -67,21 +71,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--temperature", type=float, metavar="X", help="contrastive temperature (preset: 0.07)")
     rec.add_argument("--lbcl-weight", type=float, metavar="X", help="weight of the label-based loss (preset: 1.0)")
     rec.add_argument("--dbcl-weight", type=float, metavar="X", help="weight of the data-based loss (preset: 1.0)")
-    rec.add_argument("--no-lbcl", action="store_true", help="drop the label-based contrastive loss")
-    rec.add_argument("--no-dbcl", action="store_true", help="drop the data-based contrastive loss")
-    rec.add_argument("--lbcl-form", choices=("reference", "paper"), default="reference",
-                     help="reference = published code (default), paper = Algorithm 1")
+    rec.add_argument("--lbcl", action=argparse.BooleanOptionalAction, default=None,
+                     help="label-based contrastive loss on/off (preset: on, off for default)")
+    rec.add_argument("--dbcl", action=argparse.BooleanOptionalAction, default=None,
+                     help="data-based contrastive loss on/off (preset: on, off for default)")
+    rec.add_argument("--lbcl-form", choices=("reference", "paper", "normalized"),
+                     help="reference = published code (preset), paper = Algorithm 1, normalized = cosine, "
+                          "per-anchor, class-balanced (docs/training.md)")
+    rec.add_argument("--dbcl-form", choices=("reference", "normalized"),
+                     help="reference = raw dot products (preset), normalized = cosine similarity")
+    rec.add_argument("--logit-adjustment", type=float, metavar="X",
+                     help="train on logits + X * log(label prior) so rare classes are predicted more (preset: 0)")
+    rec.add_argument("--holdout-fraction", type=float, metavar="X",
+                     help="select OUT/best on this share of train, held out by text (preset: 0 = dev; 0.1 default)")
+    rec.add_argument("--translation-view", action=argparse.BooleanOptionalAction, default=None,
+                     help="also train on each post's back-translation (preset: off, on for default)")
+    rec.add_argument("--text-train-layers", type=int, metavar="N",
+                     help="stage 2 trains only the top N text-encoder layers (preset: all)")
+    rec.add_argument("--length-bucketing", action=argparse.BooleanOptionalAction, default=None,
+                     help="batch texts of similar length together (less padding; preset: on for default)")
     rec.add_argument("--selection-metric", choices=("accuracy", "f1_weighted", "f1_macro"),
                      help="dev metric that picks OUT/best (preset: weighted F1, macro F1 for HFM/Twitter)")
     rec.add_argument("--seed", type=int, metavar="N", default=0, help="seed of initialisation, order and augmentation")
     rec.add_argument("--resume", action="store_true", help="continue from OUT/resume")
     rec.add_argument("--distractor-rate", type=float, metavar="X", default=0.0,
                      help="share of image-less training posts given a random label-free photo (default 0)")
-    rec.add_argument("--no-images", action="store_true", help="ignore dataset images (text-only run)")
+    rec.add_argument("--images", action=argparse.BooleanOptionalAction, default=None,
+                     help="--no-images: ignore dataset images; the checkpoint says trained_with_images false, "
+                          "and serving then never fetches images (preset: on, off for default)")
     rec.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
-    rt.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA)")
+    rt.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                    help="bfloat16 autocast (CUDA, or a CPU with native bf16; preset: on for default)")
     rt.add_argument("--compile", action="store_true", help="torch.compile the training step")
     rt.add_argument("--workers", type=int, metavar="N", default=int(env_default("CLMLF_TRAIN_WORKERS", 0)),
                     help="data loader processes (default 0)")
@@ -109,9 +131,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "stage1_epochs": args.stage1_epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
         "grad_accum": args.grad_accum, "lr": args.lr, "text_lr": args.text_lr, "weight_decay": args.weight_decay,
         "temperature": args.temperature, "lbcl_weight": args.lbcl_weight, "dbcl_weight": args.dbcl_weight,
-        "lbcl": not args.no_lbcl, "dbcl": not args.no_dbcl, "lbcl_form": args.lbcl_form,
+        "lbcl": args.lbcl, "dbcl": args.dbcl, "lbcl_form": args.lbcl_form, "dbcl_form": args.dbcl_form,
+        "logit_adjustment": args.logit_adjustment, "holdout_fraction": args.holdout_fraction,
+        "translation_view": args.translation_view, "text_train_layers": args.text_train_layers,
+        "length_bucketing": args.length_bucketing,
         "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
-        "distractor_rate": args.distractor_rate, "use_images": not args.no_images, "limit_train": args.limit_train,
+        "distractor_rate": args.distractor_rate, "use_images": args.images, "limit_train": args.limit_train,
         "device": args.device, "amp": args.amp, "compile": args.compile, "workers": args.workers,
         "threads": args.threads, "cache_text": not args.no_text_cache,
         "text_cache_file": args.text_cache_file, "eval_batch_size": args.eval_batch_size,
