@@ -79,7 +79,7 @@ PRESETS["default"] = Preset(
     "mvsa-single", fusion_layers=3, image_layers=2, batch_size=32, stage1_epochs=1, stage2_epochs=3,
     lr=1e-4, text_lr=4e-5, fusion_dim=256, max_text_len=128,
     datasets=("mvsa-single", "mvsa-multiple"), holdout_fraction=0.1, translation_view=True,
-    text_train_layers=None, use_images=False, lbcl=False, dbcl=False, length_bucketing=True, amp=True,
+    text_train_layers=5, use_images=False, lbcl=False, dbcl=False, length_bucketing=True, amp=True,
 )
 
 

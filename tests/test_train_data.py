@@ -126,3 +126,21 @@ def test_default_preset_two_datasets_holdout_translations_top_layers(two_sets, t
     meta = json.loads((out / "best" / "config.json").read_text())
     assert meta["extra"]["selection"] == HOLDOUT and "mvsa-multiple/dev" in meta["extra"]["evaluations"]
     assert meta["model"]["trained_with_images"] is False if "trained_with_images" in meta["model"] else True
+
+
+def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two_sets, tmp_path):
+    import torch
+
+    from clmlf.checkpoint import load
+
+    common = ["--preset", "mvsa-single", "--data-root", str(two_sets), *TINY_MODEL_ARGS, "--batch-size", "16",
+              "--lr", "1e-3", "--text-lr", "1e-2", "--stage1-epochs", "1", "--no-lbcl", "--no-dbcl"]
+    # stage 1 only: the text encoder keeps its initial weights (same seed, same initialisation)
+    assert main(["train", *common, "--out", str(tmp_path / "init"), "--epochs", "1"]) == 0
+    assert main(["train", *common, "--out", str(tmp_path / "top1"), "--epochs", "2", "--text-train-layers", "1"]) == 0
+    initial = load(tmp_path / "init" / "last").model.text_encoder.backbone
+    trained = load(tmp_path / "top1" / "last").model.text_encoder.backbone
+    same = lambda a, b: all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(),  # noqa: E731
+                                                                strict=True))
+    assert same(trained.embeddings, initial.embeddings) and same(trained.encoder.layer[0], initial.encoder.layer[0])
+    assert not same(trained.encoder.layer[1], initial.encoder.layer[1])
