@@ -44,6 +44,7 @@ class Preset:
     dbcl_form: str = "reference"
     logit_adjustment: float = 0.0
     length_bucketing: bool = False
+    prior_shift: bool = False  # fold a post-hoc logit adjustment chosen on the held-out slice into best/
     amp: bool = False
 
     @property
@@ -80,6 +81,7 @@ PRESETS["default"] = Preset(
     lr=1e-4, text_lr=4e-5, fusion_dim=256, max_text_len=128,
     datasets=("mvsa-single", "mvsa-multiple"), holdout_fraction=0.1, translation_view=True,
     text_train_layers=5, use_images=False, lbcl=False, dbcl=False, length_bucketing=True, amp=True,
+    prior_shift=True,
 )
 
 

@@ -69,6 +69,7 @@ class TrainConfig(BaseModel):
     translation_view: bool | None = None
     text_train_layers: int | None = Field(None, ge=1)
     length_bucketing: bool | None = None
+    prior_shift: bool | None = None
     seed: int = Field(0, ge=0)
     resume: bool = False
     fusion_dim: int | None = Field(None, ge=2)
@@ -104,11 +105,14 @@ class TrainConfig(BaseModel):
         for name in ("batch_size", "stage1_epochs", "fusion_dim", "fusion_layers", "image_layers", "max_text_len",
                      "lr", "text_lr", "weight_decay", "temperature", "lbcl_weight", "dbcl_weight",
                      "selection_metric", "lbcl", "dbcl", "lbcl_form", "dbcl_form", "logit_adjustment",
-                     "holdout_fraction", "translation_view", "text_train_layers", "length_bucketing", "use_images"):
+                     "holdout_fraction", "translation_view", "text_train_layers", "length_bucketing", "use_images",
+                     "prior_shift"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(preset, name))
         if self.epochs is None:
             object.__setattr__(self, "epochs", preset.epochs)
+        if self.prior_shift and not self.holdout_fraction:
+            raise ValueError("--prior-shift is chosen on the held-out slice: it needs --holdout-fraction > 0")
         if not self.use_images and self.distractor_rate > 0:
             raise ValueError("a text-only run (--no-images) takes no distractor photos (--distractor-rate 0)")
         if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
@@ -662,7 +666,39 @@ def train(cfg: TrainConfig) -> TrainResult:
             break
     if cache is not None:
         cache.uninstall()
+    if cfg.prior_shift and dist_info.main and (out / "best").is_dir():
+        _calibrate_best(out, cfg, data, eval_sets, device, amp)
     return TrainResult(out=out, best_epoch=state["best_epoch"], best_score=state["best_score"], history=history)
+
+
+def _calibrate_best(out: Path, cfg: TrainConfig, data, eval_sets: dict, device: torch.device, amp: bool) -> None:
+    """Choose the post-hoc prior shift on the held-out slice, fold it into ``best/`` and re-score every report."""
+    from clmlf.batches import BatchCollator
+    from clmlf.calibration import choose_prior_shift, fold_prior_shift, log_prior
+    from clmlf.checkpoint import load, save_checkpoint
+    from clmlf.evaluation import classification_metrics
+
+    loaded = load(out / "best", device)
+    collate = BatchCollator(loaded.preprocessor)
+    prior = log_prior(data.label_counts)
+    name, _ = data.selection
+    logits, _, gold = predict_dataset(loaded.model, eval_sets[name], collate, cfg.eval_batch_size, device, amp=amp)
+    shift = choose_prior_shift(logits, gold.tolist(), prior, data.label_names, cfg.selection_metric)
+    log.info("prior shift on %s: tau %.2f (%s)", name, shift.tau,
+             ", ".join(f"tau {row['tau']}: acc {row['accuracy']:.4f} {cfg.selection_metric} "
+                       f"{row[cfg.selection_metric]:.4f}" for row in shift.table))
+    fold_prior_shift(loaded.model.classifier, prior, shift.tau)
+    evaluations = {}
+    for report, eval_set in eval_sets.items():
+        logits, _, gold = predict_dataset(loaded.model, eval_set, collate, cfg.eval_batch_size, device, amp=amp)
+        evaluations[report] = classification_metrics(gold.tolist(), logits.argmax(-1).tolist(), data.label_names)
+        log.info("after the prior shift: %s acc %.4f, weighted F1 %.4f, macro F1 %.4f", report,
+                 evaluations[report]["accuracy"], evaluations[report]["f1_weighted"], evaluations[report]["f1_macro"])
+    meta = json.loads((out / "best" / "config.json").read_text())
+    extra = {**meta.get("extra", {}), "dev": evaluations[name], "evaluations": evaluations,
+             "prior_shift": {"tau": shift.tau, "log_prior": prior.tolist(), "chosen_on": name, "grid": shift.table}}
+    save_checkpoint(loaded.model, loaded.preprocessor.tokenizer, out / "best", extra=extra, name=meta.get("name"))
+    (out / "prior_shift.json").write_text(json.dumps(extra["prior_shift"], indent=2) + "\n")
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -125,7 +125,9 @@ def test_default_preset_two_datasets_holdout_translations_top_layers(two_sets, t
     assert set(recall) == {"positive", "neutral", "negative"}
     meta = json.loads((out / "best" / "config.json").read_text())
     assert meta["extra"]["selection"] == HOLDOUT and "mvsa-multiple/dev" in meta["extra"]["evaluations"]
-    assert meta["model"]["trained_with_images"] is False if "trained_with_images" in meta["model"] else True
+    shift = json.loads((out / "prior_shift.json").read_text())
+    assert shift["chosen_on"] == HOLDOUT and shift["tau"] in [row["tau"] for row in shift["grid"]]
+    assert meta["extra"]["prior_shift"]["tau"] == shift["tau"]
 
 
 def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two_sets, tmp_path):
