@@ -44,6 +44,7 @@ class Preset:
     dbcl_form: str = "reference"
     logit_adjustment: float = 0.0
     length_bucketing: bool = False
+    lr_schedule: str = "constant"  # "linear": stage 2 warms up, then decays to 0 (the release has no schedule)
     prior_shift: bool = False  # fold a post-hoc logit adjustment chosen on the held-out slice into best/
     amp: bool = False
 

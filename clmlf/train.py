@@ -70,6 +70,8 @@ class TrainConfig(BaseModel):
     text_train_layers: int | None = Field(None, ge=1)
     length_bucketing: bool | None = None
     prior_shift: bool | None = None
+    lr_schedule: Literal["constant", "linear"] | None = None
+    warmup_fraction: float = Field(0.06, ge=0, lt=1)
     seed: int = Field(0, ge=0)
     resume: bool = False
     fusion_dim: int | None = Field(None, ge=2)
@@ -106,7 +108,7 @@ class TrainConfig(BaseModel):
                      "lr", "text_lr", "weight_decay", "temperature", "lbcl_weight", "dbcl_weight",
                      "selection_metric", "lbcl", "dbcl", "lbcl_form", "dbcl_form", "logit_adjustment",
                      "holdout_fraction", "translation_view", "text_train_layers", "length_bucketing", "use_images",
-                     "prior_shift"):
+                     "prior_shift", "lr_schedule"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(preset, name))
         if self.epochs is None:
@@ -393,6 +395,32 @@ def _text_trained_before(state: dict[str, Any], cfg: TrainConfig) -> bool:
     return state["epoch"] > cfg.stage1_epochs or (state["epoch"] == cfg.stage1_epochs and state["position"] > 0)
 
 
+def stage_learning_rate_factor(cfg: TrainConfig, global_step: int, steps_per_epoch: int) -> float:
+    """``lr_schedule="linear"``: the factor on both learning rates at this optimizer step.
+
+    Stage 1 is constant (1.0). Stage 2 warms up linearly over ``warmup_fraction`` of
+    its steps, then decays linearly to 0 at its last step. A pure function of the
+    step, so a resumed run follows the same schedule with no scheduler state.
+    """
+    stage1_steps = cfg.stage1_epochs * steps_per_epoch
+    if cfg.lr_schedule != "linear" or global_step < stage1_steps:
+        return 1.0
+    total = max(1, (cfg.epochs - cfg.stage1_epochs) * steps_per_epoch)
+    step = global_step - stage1_steps + 1
+    warmup = max(1, round(cfg.warmup_fraction * total)) if cfg.warmup_fraction else 0
+    if step <= warmup:
+        return step / warmup
+    return max(0.0, (total - step + 1) / max(1, total - warmup))
+
+
+def _set_learning_rates(optimizer: torch.optim.Optimizer, cfg: TrainConfig, global_step: int, steps_per_epoch: int,
+                        text_trainable: bool) -> None:
+    factor = stage_learning_rate_factor(cfg, global_step, steps_per_epoch)
+    optimizer.param_groups[0]["lr"] = cfg.lr * factor
+    if len(optimizer.param_groups) > 1:
+        optimizer.param_groups[1]["lr"] = cfg.text_lr * factor if text_trainable else 0.0
+
+
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW (0.9, 0.999, eps 1e-8): fusion + heads at ``lr``; the text encoder in its own group, lr 0 until stage 2."""
     text_params = list(model.text_encoder.parameters())
@@ -568,6 +596,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             step_fn = _wrap_for_training(objective, cfg, dist_info, device)
             step_fn._text_trainable = text_trainable
         train_set.set_epoch(epoch)
+        order.set_epoch(epoch, start=0)
+        steps_per_epoch = math.ceil(math.ceil(len(order) / cfg.batch_size) / cfg.grad_accum)
         order.set_epoch(epoch, start=state["position"])
         # Own generator: creating the iterator must not draw from the global RNG (exact resume).
         loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=order, collate_fn=collate_train,
@@ -594,6 +624,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             state["position"] += size
             seen_this_run += size
             if micro % cfg.grad_accum == 0 or batch_index == len(loader) - 1:
+                if cfg.lr_schedule == "linear":
+                    _set_learning_rates(optimizer, cfg, state["global_step"], steps_per_epoch, text_trainable)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["global_step"] += 1

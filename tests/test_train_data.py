@@ -146,3 +146,28 @@ def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two
                                                                 strict=True))
     assert same(trained.embeddings, initial.embeddings) and same(trained.encoder.layer[0], initial.encoder.layer[0])
     assert not same(trained.encoder.layer[1], initial.encoder.layer[1])
+
+
+def test_linear_schedule_is_constant_in_stage_1_then_warms_up_and_decays_to_zero(tmp_path):
+    from clmlf.train import TrainConfig, stage_learning_rate_factor
+
+    cfg = TrainConfig(preset="mvsa-single", data_root=tmp_path, out=tmp_path, epochs=3, stage1_epochs=1,
+                      lr_schedule="linear", warmup_fraction=0.1)
+    per_epoch = 10  # stage 2 = steps 10..29, warm-up 2 steps
+    factors = [stage_learning_rate_factor(cfg, step, per_epoch) for step in range(30)]
+    assert factors[:10] == [1.0] * 10
+    assert factors[10:12] == [0.5, 1.0] and factors[-1] == pytest.approx(1 / 18)
+    assert all(a >= b for a, b in zip(factors[11:], factors[12:], strict=False))
+    constant = TrainConfig(preset="mvsa-single", data_root=tmp_path, out=tmp_path, epochs=3, stage1_epochs=1)
+    assert {stage_learning_rate_factor(constant, step, per_epoch) for step in range(30)} == {1.0}
+
+
+def test_resume_with_the_linear_schedule_matches_the_straight_run(two_sets, tmp_path):
+    common = ["train", "--preset", "mvsa-single", "--data-root", str(two_sets), *TINY_MODEL_ARGS, "--batch-size", "8",
+              "--lr", "1e-3", "--epochs", "3", "--stage1-epochs", "1", "--lr-schedule", "linear", "--no-lbcl"]
+    assert main([*common, "--out", str(tmp_path / "straight")]) == 0
+    assert main([*common, "--out", str(tmp_path / "crashed"), "--max-steps", "11"]) == 0  # inside stage 2
+    assert main([*common, "--out", str(tmp_path / "crashed"), "--resume"]) == 0
+    read = lambda run: [{k: v for k, v in json.loads(line).items() if k not in ("samples_per_s", "epoch_seconds")}  # noqa: E731
+                        for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert read(tmp_path / "straight") == read(tmp_path / "crashed")

@@ -82,6 +82,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="reference = raw dot products (preset), normalized = cosine similarity")
     rec.add_argument("--logit-adjustment", type=float, metavar="X",
                      help="train on logits + X * log(label prior) so rare classes are predicted more (preset: 0)")
+    rec.add_argument("--lr-schedule", choices=("constant", "linear"),
+                     help="constant (published) or linear: stage 2 warms up over 6%% of its steps, then decays to 0")
     rec.add_argument("--prior-shift", action=argparse.BooleanOptionalAction, default=None,
                      help="after training, fold logits - tau * log(prior) into best/, tau chosen on the held-out "
                           "slice (preset: on for default)")
@@ -138,6 +140,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "logit_adjustment": args.logit_adjustment, "holdout_fraction": args.holdout_fraction,
         "translation_view": args.translation_view, "text_train_layers": args.text_train_layers,
         "length_bucketing": args.length_bucketing, "prior_shift": args.prior_shift,
+        "lr_schedule": args.lr_schedule,
         "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
         "distractor_rate": args.distractor_rate, "use_images": args.images, "limit_train": args.limit_train,
         "device": args.device, "amp": args.amp, "compile": args.compile, "workers": args.workers,
