@@ -15,6 +15,7 @@ state dict stay untouched, so checkpoints are unaffected) and removed with
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -129,7 +130,7 @@ class TextStateCache(FrozenForwardMemo):
         }
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # own name: runs sharing the file may save at once
         save_file(tensors, str(tmp), metadata={"encoder": encoder_name})
         tmp.replace(path)
 
