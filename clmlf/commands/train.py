@@ -76,8 +76,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--seed", type=int, metavar="N", default=0, help="seed of initialisation, order and augmentation")
     rec.add_argument("--resume", action="store_true", help="continue from OUT/resume")
     rec.add_argument("--distractor-rate", type=float, metavar="X", default=0.0,
-                     help="share of image-less training posts given a random label-free photo (default 0)")
-    rec.add_argument("--no-images", action="store_true", help="ignore dataset images (text-only run)")
+                     help="share of image-less training posts given a random label-free photo (default 0; "
+                          "not with --no-images)")
+    rec.add_argument("--no-images", action="store_true",
+                     help="ignore dataset images: a text-only model (trained_with_images: false) that never "
+                          "fetches, decodes or uses an image when it serves")
     rec.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
