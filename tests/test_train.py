@@ -186,6 +186,28 @@ def test_a_run_directory_without_best_is_a_one_line_error(tmp_path, data, capsys
     assert f"{out}: training run directory without a best/ checkpoint; pass {out / 'last'}" in err[0]
 
 
+def test_stage_2_with_the_package_minilm_ships_only_the_changed_tensors(tmp_path, data, capsys):
+    """Real MiniLM fine-tuned in stage 2: best/ holds only its changed tensors (float16) and scores as recorded."""
+    out = tmp_path / "minilm"
+    args = [arg if arg != "tiny-random-bert" else "minilm" for arg in TINY_MODEL_ARGS]
+    assert main(["train", "--preset", "mvsa-single", "--data-root", str(data), "--out", str(out), *args,
+                 "--batch-size", "8", "--lr", "1e-3", "--text-lr", "1e-4", "--epochs", "1", "--stage1-epochs", "0",
+                 "--no-dbcl", "--no-lbcl", "--no-text-cache"]) == 0
+    records = _metrics(out)
+    meta = json.loads((out / "last" / "config.json").read_text())
+    text = meta["encoders"]["text"]
+    assert meta["format_version"] == 2 and text["stored"] == "partial" and text["dtypes"] == ["float16"]
+    stored = load_file(str(out / "last" / "model.safetensors"))
+    assert sorted(k for k in stored if k.startswith("text_encoder.")) == sorted(text["keys"])
+    assert text["keys"] and all(stored[k].dtype == torch.float16 for k in text["keys"])
+    assert not (out / "last" / "text_encoder").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "last"), "--data-root", str(data), "--dataset",
+                 "mvsa-single", "--split", "dev", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["accuracy"] == pytest.approx(records[-1]["dev_accuracy"])  # float16 rounding kept the labels
+
+
 def test_text_only_run_records_trained_with_images_false(tmp_path, data):
     out = tmp_path / "text-only"
     assert _train(tmp_path, out, "--epochs", "1", "--no-dbcl", "--no-images", "--no-progress") == 0
