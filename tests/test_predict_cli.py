@@ -171,7 +171,7 @@ def test_a_run_directory_means_its_best_checkpoint(tmp_path: Path, capsys: pytes
     shutil.copytree(tiny_checkpoint, run / "best")
     (run / "metrics.jsonl").write_text("")
     source = tmp_path / "p.jsonl"
-    source.write_text(json.dumps({"id": "a", "text": "love my new acme phone"}) + "\n")
+    source.write_text(json.dumps({"id": "a", "text": "love my new acme phone", "created_at": 1700000000}) + "\n")
     results = {}
     for name, checkpoint in (("run", run), ("best", run / "best")):
         out = tmp_path / f"{name}.jsonl"
