@@ -40,6 +40,10 @@ class ModelConfig(BaseModel):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     aspect: bool = Field(False, description="aspect-based input: [CLS] sentence [SEP] aspect [SEP]")
+    trained_with_images: bool = Field(
+        True,
+        description="False: trained on text alone; images are then ignored (never fetched, decoded or fused)",
+    )
 
     @field_validator("labels")
     @classmethod

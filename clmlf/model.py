@@ -10,7 +10,9 @@
 Posts without an image (``image_present`` False) get their 50 image tokens
 zeroed and masked out of the fusion attention and of the pooling, so their
 logits depend on the text alone, whatever the pixel tensor holds. A batch with
-no image at all skips the image encoder and fuses the text tokens alone. The two
+no image at all skips the image encoder and fuses the text tokens alone. A model
+whose config says ``trained_with_images: false`` treats every post as imageless:
+its image path never learned anything, so no image may change its output. The two
 projection heads ``proj_original`` / ``proj_augmented`` feed the contrastive
 losses (:mod:`clmlf.losses`); they are not used for classification.
 """
@@ -199,6 +201,8 @@ class CLMLF(nn.Module):
         return_attentions: bool = False,
     ) -> ModelOutput:
         batch, num_text = input_ids.shape
+        if not self.config.trained_with_images:
+            pixel_values, image_present = None, None  # text-only model: images are ignored, whatever is passed
         if image_present is None:
             image_present = torch.full((batch,), pixel_values is not None, dtype=torch.bool, device=input_ids.device)
         image_present = image_present.to(device=input_ids.device, dtype=torch.bool)

@@ -73,7 +73,9 @@ class Post(BaseModel):
         return bool(self.image_b64) or bool(self.image_url)
 
 
-ImageStatus = Literal["used", "none", "failed"]
+# used: the image was fused; none: the post had no image; failed: it could not be fetched or decoded (text
+# alone); ignored: the post had one, but the model was trained without images (never fetched nor decoded).
+ImageStatus = Literal["used", "none", "failed", "ignored"]
 
 
 class ResultRecord(BaseModel):

@@ -115,10 +115,15 @@ class TrainConfig(BaseModel):
             object.__setattr__(self, "epochs", preset.epochs)
         if self.prior_shift and not self.holdout_fraction:
             raise ValueError("--prior-shift is chosen on the held-out slice: it needs --holdout-fraction > 0")
-        if not self.use_images and self.distractor_rate > 0:
-            raise ValueError("a text-only run (--no-images) takes no distractor photos (--distractor-rate 0)")
         if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
             raise ValueError(f"fusion width {self.fusion_dim} must be even and divisible by its d/64 heads")
+        return self
+
+    @model_validator(mode="after")
+    def _no_distractors_without_images(self) -> TrainConfig:
+        # A text-only model ignores every image (trained_with_images: false), so photos would teach it nothing.
+        if not self.use_images and self.distractor_rate > 0:
+            raise ValueError("--distractor-rate needs images: a text-only run (--no-images) never sees photos")
         return self
 
     @property
@@ -240,6 +245,7 @@ def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
         max_text_len=cfg.max_text_len,
         labels=label_names,
         aspect=cfg.aspect,
+        trained_with_images=cfg.use_images,
         image_size=cfg.image_size,
         resize=max(cfg.image_size, round(cfg.image_size * 8 / 7)),
     )
@@ -641,8 +647,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         if stop and state["position"] < len(order.indices()):
             if dist_info.main:
                 save_resume(out, model, optimizer, state)
-                log.info("stopped at --max-steps %d (epoch %d, sample %d); continue with --resume",
-                         cfg.max_steps, epoch + 1, state["position"])
+                # A usable last/ where the run stopped (mid-epoch: no dev figures); --resume continues from resume/.
+                stopped = {"epoch": epoch + 1, "sample": state["position"], "step": state["global_step"]}
+                extra = {"train_config": cfg.model_dump(mode="json"), "epoch": epoch, "stopped_at": stopped}
+                save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last")
+                log.info("stopped at --max-steps %d (epoch %d, sample %d): %s holds this state; continue with "
+                         "--resume", cfg.max_steps, epoch + 1, state["position"], out / "last")
             break
         elapsed = time.perf_counter() - started
         totals = _all_reduce_sums(sums, dist_info)

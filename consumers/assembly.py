@@ -21,6 +21,7 @@ from consumers.image_stage import ImageStage
 from consumers.metrics import PipelineMetrics
 from consumers.pipeline import LoopSettings, Pipeline
 from consumers.sinks import SinkWriter
+from consumers.text_only_stage import TextOnlyStage
 from consumers.work import WorkItem
 from consumers.worker import ModelWorker
 
@@ -142,8 +143,16 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     sink_queue: queue.Queue = queue.Queue(maxsize=max(4, bound // max(1, config.max_batch)))
     completions: queue.Queue = queue.Queue()  # holds at most one message per in-flight post
 
-    images = ImageStage(ready, fetcher.post_image_bytes, predictor.preprocessor.image_from_bytes,
-                        config.image_workers, lambda outcome: metrics.image_fetch.labels(outcome=outcome).inc())
+    def count_image(outcome: str) -> None:
+        metrics.image_fetch.labels(outcome=outcome).inc()
+
+    images: ImageStage | TextOnlyStage
+    if predictor.preprocessor.config.trained_with_images:
+        images = ImageStage(ready, fetcher.post_image_bytes, predictor.preprocessor.image_from_bytes,
+                            config.image_workers, count_image)
+    else:  # a text-only checkpoint: images are neither fetched nor decoded ("image": "ignored")
+        log.info("model %s was trained without images: post images are ignored", predictor.model_name)
+        images = TextOnlyStage(ready, count_image)
 
     def observe(size: int, seconds: float) -> None:
         metrics.batch_size.observe(size)

@@ -238,7 +238,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--max-wait-ms", type=float, default=env_default("CLMLF_MAX_WAIT_MS", 50), metavar="MS",
                        help="... or when its oldest post waited MS (default 50) [CLMLF_MAX_WAIT_MS]")
 
-    images = parser.add_argument_group("Images")
+    images = parser.add_argument_group(
+        "Images", "A checkpoint trained without images (trained_with_images: false) never fetches or decodes "
+        "one: its posts report \"image\": \"ignored\" and these options have no effect.")
     images.add_argument("--allow-private-images", action="store_true",
                         default=env_flag("CLMLF_ALLOW_PRIVATE_IMAGES"),
                         help="allow image URLs on private/loopback addresses (tests, trusted networks) "

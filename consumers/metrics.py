@@ -56,7 +56,7 @@ class PipelineMetrics:
             "clmlf_end_to_end_latency_seconds",
             "Result stored minus event time (source=event) or Kafka record time (source=ingest)",
             ["source"], buckets=LATENCY_BUCKETS, registry=r)
-        self.image_fetch = Counter("clmlf_image_fetch", "Image outcomes (used, none, failed reasons)",
+        self.image_fetch = Counter("clmlf_image_fetch", "Image outcomes (used, none, ignored, failed reasons)",
                                    ["outcome"], registry=r)
         self.dlq = Counter("clmlf_dlq", "Records sent to the dead-letter topic, by reason", ["reason"],
                            registry=r)

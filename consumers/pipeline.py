@@ -37,6 +37,7 @@ from consumers.image_stage import ImageStage
 from consumers.metrics import PipelineMetrics
 from consumers.offsets import OffsetTracker
 from consumers.sinks import SinkWriter
+from consumers.text_only_stage import TextOnlyStage
 from consumers.work import DeadLetter, Done, WorkItem
 from consumers.worker import ModelWorker
 
@@ -104,7 +105,7 @@ async def _commit_from_listener(consumer: Any, points: dict[TopicPartition, int]
 class Pipeline:
     """Wires consumer -> image stage -> model worker -> sink writer and runs the consumer loop."""
 
-    def __init__(self, settings: LoopSettings, consumer: Any, dlq: DeadLetterWriter, images: ImageStage,
+    def __init__(self, settings: LoopSettings, consumer: Any, dlq: DeadLetterWriter, images: ImageStage | TextOnlyStage,
                  ready: queue.Queue, worker: ModelWorker, sink_queue: queue.Queue, sink: SinkWriter,
                  completions: queue.Queue, metrics: PipelineMetrics) -> None:
         self.settings = settings

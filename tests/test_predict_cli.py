@@ -163,6 +163,30 @@ def test_missing_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture) -> No
                   "checkpoint directory not found")
 
 
+def test_a_run_directory_means_its_best_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                  tiny_checkpoint: Path) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run / "best")
+    (run / "metrics.jsonl").write_text("")
+    source = tmp_path / "p.jsonl"
+    source.write_text(json.dumps({"id": "a", "text": "love my new acme phone", "created_at": 1700000000}) + "\n")
+    results = {}
+    for name, checkpoint in (("run", run), ("best", run / "best")):
+        out = tmp_path / f"{name}.jsonl"
+        assert run_predict(["--input", str(source), "--output", str(out), "--checkpoint", str(checkpoint),
+                            "--no-progress"]) == 0
+        results[name] = {k: v for k, v in read_lines(out)[0].items() if k != "processed_at"}
+    assert results["run"] == results["best"]
+
+    shutil.rmtree(run / "best")
+    shutil.copytree(tiny_checkpoint, run / "last")
+    capsys.readouterr()
+    assert_exit_2(["--input", str(source), "--checkpoint", str(run)], capsys,
+                  f"{run}: training run directory without a best/ checkpoint; pass {run / 'last'}")
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [(["--batch-size", "0"], "batch-size"), (["--device", "tpu"], "device"), (["--batch-size", "x"], "invalid int")],

@@ -118,6 +118,7 @@ def test_presets_carry_the_published_recipe_and_can_be_overridden(tmp_path):
         (["--epochs", "0"], "epochs"),
         (["--batch-size", "-1"], "batch-size"),
         (["--distractor-rate", "2"], "distractor-rate"),
+        (["--no-images", "--distractor-rate", "0.3"], "--distractor-rate needs images: a text-only run"),
         (["--fusion-dim", "33"], "fusion"),
         (["--resume"], "no resume state"),
         (["--device", "cuda"], "cuda"),
@@ -151,6 +152,83 @@ def test_amp_on_cpu_needs_native_bf16(tmp_path, data, capsys, monkeypatch, nativ
         _train(tmp_path, tmp_path / "amp", "--amp", "--device", "cpu", "--epochs", "1")
     assert exit_info.value.code == 2
     assert "needs a CUDA device or a CPU with native bf16" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_max_steps_leaves_a_usable_last_checkpoint(tmp_path, data, capsys):
+    out = tmp_path / "stopped"
+    assert _train(tmp_path, out, "--epochs", "3", "--stage1-epochs", "1", "--max-steps", "4", "--no-progress") == 0
+    assert [r["epoch"] for r in _metrics(out)] == [1]  # stopped inside epoch 2
+    meta = json.loads((out / "last" / "config.json").read_text())
+    assert meta["extra"]["stopped_at"] == {"epoch": 2, "sample": 8, "step": 4} and meta["extra"]["epoch"] == 1
+    resume = load_file(str(out / "resume" / "state.safetensors"))
+    last = load(out / "last")
+    for key, value in last.model.state_dict().items():  # last/ holds the very state resume/ continues from
+        if f"model.{key}" in resume:
+            assert torch.equal(value, resume[f"model.{key}"]), key
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "last"), "--data-root", str(data), "--dataset",
+                 "mvsa-single", "--split", "dev", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 9
+
+
+def test_a_run_directory_is_accepted_as_checkpoint(tmp_path, data, capsys):
+    out = tmp_path / "run"
+    assert _train(tmp_path, out, "--epochs", "1", "--no-dbcl", "--no-progress") == 0
+    scores = []
+    for checkpoint in (out, out / "best"):
+        capsys.readouterr()
+        assert main(["evaluate", "--checkpoint", str(checkpoint), "--data-root", str(data), "--dataset",
+                     "mvsa-single", "--split", "dev", "--json", "--no-progress"]) == 0
+        scores.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
+    assert scores[0] == scores[1]
+    assert load(out).name == load(out / "best").name
+
+
+def test_a_run_directory_without_best_is_a_one_line_error(tmp_path, data, capsys):
+    out = tmp_path / "early"
+    assert _train(tmp_path, out, "--epochs", "2", "--max-steps", "1", "--no-progress") == 0
+    assert (out / "last" / "config.json").is_file() and not (out / "best").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--checkpoint", str(out), "--data-root", str(data), "--dataset", "mvsa-single",
+              "--split", "dev", "--json", "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"{out}: training run directory without a best/ checkpoint; pass {out / 'last'}" in err[0]
+
+
+def test_stage_2_with_the_package_minilm_ships_only_the_changed_tensors(tmp_path, data, capsys):
+    """Real MiniLM fine-tuned in stage 2: best/ holds only its changed tensors (float16) and scores as recorded."""
+    out = tmp_path / "minilm"
+    args = [arg if arg != "tiny-random-bert" else "minilm" for arg in TINY_MODEL_ARGS]
+    assert main(["train", "--preset", "mvsa-single", "--data-root", str(data), "--out", str(out), *args,
+                 "--batch-size", "8", "--lr", "1e-3", "--text-lr", "1e-4", "--epochs", "1", "--stage1-epochs", "0",
+                 "--no-dbcl", "--no-lbcl", "--no-text-cache"]) == 0
+    records = _metrics(out)
+    meta = json.loads((out / "last" / "config.json").read_text())
+    text = meta["encoders"]["text"]
+    assert meta["format_version"] == 2 and text["stored"] == "partial" and text["dtypes"] == ["float16"]
+    stored = load_file(str(out / "last" / "model.safetensors"))
+    assert sorted(k for k in stored if k.startswith("text_encoder.")) == sorted(text["keys"])
+    assert text["keys"] and all(stored[k].dtype == torch.float16 for k in text["keys"])
+    assert not (out / "last" / "text_encoder").exists()
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(out / "last"), "--data-root", str(data), "--dataset",
+                 "mvsa-single", "--split", "dev", "--json", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["accuracy"] == pytest.approx(records[-1]["dev_accuracy"])  # float16 rounding kept the labels
+
+
+def test_text_only_run_records_trained_with_images_false(tmp_path, data):
+    out = tmp_path / "text-only"
+    assert _train(tmp_path, out, "--epochs", "1", "--no-dbcl", "--no-images", "--no-progress") == 0
+    for folder in ("best", "last"):
+        meta = json.loads((out / folder / "config.json").read_text())
+        assert meta["model"]["trained_with_images"] is False
+        assert load(out / folder).config.trained_with_images is False
+    assert _train(tmp_path, tmp_path / "with-images", "--epochs", "1", "--no-dbcl", "--no-progress") == 0
+    assert load(tmp_path / "with-images" / "best").config.trained_with_images is True
 
 
 def test_malformed_data_exits_2_naming_the_file(tmp_path, data, capsys):

@@ -4,7 +4,8 @@ No Kafka, no Redis: read post messages (CONTRACT.md schema), fetch/decode their
 images, run the model in batches, write one JSON line per input line in the
 same order. A bad line becomes an error record at its position (and a warning);
 a post whose image cannot be fetched or decoded is still classified on its text
-(``"image": "failed"``).
+(``"image": "failed"``). A checkpoint trained without images never fetches or
+decodes one (``"image": "ignored"``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ examples:
 
 Each output line is a result record
   {"id", "label", "scores", "topics", "created_at", "processed_at", "model", "image"}
-with image = used | none | failed, or, for a line that is not a valid post,
+with image = used | none | failed | ignored (the checkpoint was trained without images:
+the image is neither fetched nor decoded), or, for a line that is not a valid post,
   {"id": <id or null>, "line": N, "error": {"reason": ..., "detail": ...}}.
 Environment: CLMLF_CHECKPOINT, CLMLF_DEVICE, CLMLF_ALLOW_PRIVATE_IMAGES, LOG_LEVEL.
 """
@@ -139,8 +141,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         stats = predict_stream(source, sink, predictor, fetcher, pool, progress=config.progress,
                                total=None if config.input == "-" else _count_lines(config.input))
     log.info(
-        "labelled %d posts (%d bad lines, %d failed images) -> %s",
-        stats["posts"], stats["bad_lines"], stats["failed_images"], config.output,
+        "labelled %d posts (%d bad lines, %d failed images, %d ignored images) -> %s",
+        stats["posts"], stats["bad_lines"], stats["failed_images"], stats["ignored_images"], config.output,
     )
     return 0
 
@@ -158,7 +160,7 @@ def predict_stream(
     """Read ``source`` chunk by chunk and write one JSON line per input line to ``sink``."""
     from tqdm import tqdm
 
-    stats = {"posts": 0, "bad_lines": 0, "failed_images": 0}
+    stats = {"posts": 0, "bad_lines": 0, "failed_images": 0, "ignored_images": 0}
     with tqdm(total=total, unit="post", desc="predict", file=sys.stderr, disable=not progress or None) as bar:
         for first_line, lines in _chunks(source, CHUNK_LINES):
             for line in _label_chunk(first_line, lines, predictor, fetcher, pool, stats):
@@ -203,13 +205,15 @@ def _label_chunk(
             stats["bad_lines"] += 1
             out[offset] = _error_line(raw, number, exc.reason, exc.detail)
 
-    images = list(pool.map(lambda item: _load_image(item[1], fetcher, predictor), posts))
+    use_images = predictor.preprocessor.config.trained_with_images
+    images = list(pool.map(lambda item: _load_image(item[1], fetcher, predictor, use_images), posts))
     items = [InferenceItem(post.text, post.aspect, image) for (_, post), (image, _) in zip(posts, images, strict=True)]
     predictions = predictor.predict(items)
     now = time.time()
     for (offset, post), (_, status), prediction in zip(posts, images, predictions, strict=True):
         stats["posts"] += 1
         stats["failed_images"] += status == "failed"
+        stats["ignored_images"] += status == "ignored"
         record = build_result(
             post,
             prediction.label,
@@ -223,13 +227,18 @@ def _label_chunk(
     return [line for line in out if line is not None]
 
 
-def _load_image(post: Post, fetcher: ImageFetcher, predictor: Predictor) -> tuple[Tensor | None, ImageStatus]:
-    """The post's image tensor and its status: used, none (no image given) or failed (logged)."""
+def _load_image(
+    post: Post, fetcher: ImageFetcher, predictor: Predictor, use_images: bool = True
+) -> tuple[Tensor | None, ImageStatus]:
+    """The post's image tensor and its status: used, none (no image given), failed (logged) or
+    ignored (``use_images`` False: a text-only model; nothing is fetched or decoded)."""
     from clmlf.image_fetch import ImageFetchError
     from clmlf.images import ImageDecodeError
 
     if not post.has_image_source:
         return None, "none"
+    if not use_images:
+        return None, "ignored"
     try:
         data = fetcher.post_image_bytes(post)
         if data is None:

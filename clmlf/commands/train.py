@@ -100,10 +100,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--seed", type=int, metavar="N", default=0, help="seed of initialisation, order and augmentation")
     rec.add_argument("--resume", action="store_true", help="continue from OUT/resume")
     rec.add_argument("--distractor-rate", type=float, metavar="X", default=0.0,
-                     help="share of image-less training posts given a random label-free photo (default 0)")
+                     help="share of image-less training posts given a random label-free photo (default 0; "
+                          "not with --no-images)")
     rec.add_argument("--images", action=argparse.BooleanOptionalAction, default=None,
-                     help="--no-images: ignore dataset images; the checkpoint says trained_with_images false, "
-                          "and serving then never fetches images (preset: on, off for default)")
+                     help="--no-images: ignore dataset images: a text-only model (trained_with_images: false) that "
+                          "never fetches, decodes or uses an image when it serves (preset: on, off for default)")
     rec.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))

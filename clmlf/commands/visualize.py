@@ -113,6 +113,9 @@ def _attention(args: argparse.Namespace, parser: argparse.ArgumentParser):
     if not image_path.is_file():
         raise FileNotFoundError(f"{image_path}: image file not found")
     loaded, device = _load(args)
+    if not loaded.config.trained_with_images:
+        raise ValueError(f"{loaded.name} was trained without images (trained_with_images: false): "
+                         "it never attends to an image, so there is no attention map to draw")
     pre = loaded.preprocessor
     picture = pre.resize_and_crop(pre.decode(image_path.read_bytes()))
     batch = pre.collate([args.text], [pre.to_tensor(picture)], [args.aspect] if args.aspect else None)
