@@ -45,6 +45,7 @@ class Preset:
     logit_adjustment: float = 0.0
     length_bucketing: bool = False
     lr_schedule: str = "constant"  # "linear": stage 2 warms up, then decays to 0 (the release has no schedule)
+    fusion_dtype: str | None = None  # checkpoint storage of the fusion tensors (None: as trained, float32)
     prior_shift: bool = False  # fold a post-hoc logit adjustment chosen on the held-out slice into best/
     amp: bool = False
 
@@ -78,11 +79,11 @@ PRESETS: dict[str, Preset] = {
 # train held out; the dev splits stay honest estimates. Values measured on that held-out slice
 # (docs/results.md, "Default model").
 PRESETS["default"] = Preset(
-    "mvsa-single", fusion_layers=3, image_layers=2, batch_size=32, stage1_epochs=1, stage2_epochs=3,
-    lr=1e-4, text_lr=4e-5, fusion_dim=256, max_text_len=128,
+    "mvsa-single", fusion_layers=3, image_layers=2, batch_size=32, stage1_epochs=1,
+    lr=1e-4, fusion_dim=256, max_text_len=128,
     datasets=("mvsa-single", "mvsa-multiple"), holdout_fraction=0.1, translation_view=True,
     text_train_layers=5, use_images=False, lbcl=False, dbcl=False, length_bucketing=True, amp=True,
-    prior_shift=True,
+    prior_shift=True, lr_schedule="linear", text_lr=5e-5, stage2_epochs=2, fusion_dtype="float16",
 )
 
 

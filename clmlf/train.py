@@ -71,6 +71,7 @@ class TrainConfig(BaseModel):
     length_bucketing: bool | None = None
     prior_shift: bool | None = None
     lr_schedule: Literal["constant", "linear"] | None = None
+    fusion_dtype: Literal["float32", "float16", "bfloat16"] | None = None
     warmup_fraction: float = Field(0.06, ge=0, lt=1)
     seed: int = Field(0, ge=0)
     resume: bool = False
@@ -108,7 +109,7 @@ class TrainConfig(BaseModel):
                      "lr", "text_lr", "weight_decay", "temperature", "lbcl_weight", "dbcl_weight",
                      "selection_metric", "lbcl", "dbcl", "lbcl_form", "dbcl_form", "logit_adjustment",
                      "holdout_fraction", "translation_view", "text_train_layers", "length_bucketing", "use_images",
-                     "prior_shift", "lr_schedule"):
+                     "prior_shift", "lr_schedule", "fusion_dtype"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(preset, name))
         if self.epochs is None:
@@ -650,7 +651,8 @@ def train(cfg: TrainConfig) -> TrainResult:
                 # A usable last/ where the run stopped (mid-epoch: no dev figures); --resume continues from resume/.
                 stopped = {"epoch": epoch + 1, "sample": state["position"], "step": state["global_step"]}
                 extra = {"train_config": cfg.model_dump(mode="json"), "epoch": epoch, "stopped_at": stopped}
-                save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last")
+                save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last",
+                                fusion_dtype=cfg.fusion_dtype)
                 log.info("stopped at --max-steps %d (epoch %d, sample %d): %s holds this state; continue with "
                          "--resume", cfg.max_steps, epoch + 1, state["position"], out / "last")
             break
@@ -691,9 +693,10 @@ def train(cfg: TrainConfig) -> TrainResult:
             _write_metrics_line(out / METRICS_FILE, record)
             extra = {"train_config": cfg.model_dump(mode="json"), "epoch": epoch + 1, "dev": dev,
                      "selection": data.selection[0], "evaluations": evaluations}
-            save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last")
+            save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last",
+                            fusion_dtype=cfg.fusion_dtype)
             if improved:
-                save_checkpoint(model, tokenizer, out / "best", extra=extra, name=out.name)
+                save_checkpoint(model, tokenizer, out / "best", extra=extra, name=out.name, fusion_dtype=cfg.fusion_dtype)
             for name, metrics in evaluations.items():
                 log.info("epoch %d/%d: %s acc %.4f, weighted F1 %.4f, macro F1 %.4f, recall %s%s", epoch + 1,
                          cfg.epochs, name, metrics["accuracy"], metrics["f1_weighted"], metrics["f1_macro"],
@@ -739,7 +742,8 @@ def _calibrate_best(out: Path, cfg: TrainConfig, data, eval_sets: dict, device: 
     meta = json.loads((out / "best" / "config.json").read_text())
     extra = {**meta.get("extra", {}), "dev": evaluations[name], "evaluations": evaluations,
              "prior_shift": {"tau": shift.tau, "log_prior": prior.tolist(), "chosen_on": name, "grid": shift.table}}
-    save_checkpoint(loaded.model, loaded.preprocessor.tokenizer, out / "best", extra=extra, name=meta.get("name"))
+    save_checkpoint(loaded.model, loaded.preprocessor.tokenizer, out / "best", extra=extra, name=meta.get("name"),
+                    fusion_dtype=cfg.fusion_dtype)
     (out / "prior_shift.json").write_text(json.dumps(extra["prior_shift"], indent=2) + "\n")
 
 

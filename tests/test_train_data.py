@@ -128,6 +128,7 @@ def test_default_preset_two_datasets_holdout_translations_top_layers(two_sets, t
     shift = json.loads((out / "prior_shift.json").read_text())
     assert shift["chosen_on"] == HOLDOUT and shift["tau"] in [row["tau"] for row in shift["grid"]]
     assert meta["extra"]["prior_shift"]["tau"] == shift["tau"]
+    assert meta["model"]["trained_with_images"] is False and meta["fusion"]["dtypes"] == ["float16"]
 
 
 def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two_sets, tmp_path):
