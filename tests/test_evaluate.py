@@ -136,4 +136,4 @@ def test_evaluate_without_checkpoint_scores_the_embedded_default_model(data, cap
     assert main(["evaluate", "--data-root", str(data), "--dataset", "mvsa-single", "--split", "dev", "--no-progress",
                  "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("default-mvsa-single@") and "on mvsa-single/dev" in out and "n=9" in out
+    assert out.startswith("default@") and "on mvsa-single/dev" in out and "n=9" in out
