@@ -147,11 +147,18 @@ def plot_curves(records: Sequence[dict[str, Any]], out: str | Path, title: str =
     left.set_yscale("log")
     left.legend(frameon=False)
     left.grid(alpha=0.3)
-    for key, name in (("dev_accuracy", "dev accuracy"), ("dev_f1_weighted", "dev weighted F1"),
-                      ("dev_f1_macro", "dev macro F1"), ("train_accuracy", "train accuracy")):
+    chosen_on = records[-1].get("selection", "dev")  # the split that picks best/ (a held-out slice or dev)
+    for key, name in (("dev_accuracy", f"{chosen_on} accuracy"), ("dev_f1_weighted", f"{chosen_on} weighted F1"),
+                      ("dev_f1_macro", f"{chosen_on} macro F1"), ("train_accuracy", "train accuracy")):
         values = [r.get(key) for r in records]
         if any(v is not None for v in values):
             right.plot(epochs, values, marker="o", ms=3, label=name, linestyle="--" if key.startswith("train") else "-")
+    reported = [name for name in records[-1].get("evaluations", {}) if name != chosen_on]
+    for name in reported:  # splits that are only reported (never chosen on): weighted F1, thin dotted
+        values = [r.get("evaluations", {}).get(name, {}).get("f1_weighted") for r in records]
+        right.plot(epochs, values, marker=".", ms=3, lw=1, linestyle=":", label=f"{name} weighted F1")
+    right.set_xticks(epochs)
+    left.set_xticks(epochs)
     best = [r["epoch"] for r in records if r.get("best")]
     if best:
         right.axvline(best[-1], color="k", alpha=0.3, linestyle=":", label=f"best epoch ({best[-1]})")
