@@ -54,12 +54,14 @@ def resolve_device(device: str) -> torch.device:
 class Predictor:
     """Owns one loaded model on one device; not thread-safe (one worker thread should own it)."""
 
-    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 32, precision: str = "auto",
-                 cpu: CpuFeatures | Callable[[], CpuFeatures] = probe_cpu):
+    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 32,
+                 precision: str | PrecisionPlan = "auto", cpu: CpuFeatures | Callable[[], CpuFeatures] = probe_cpu):
+        """``precision``: a mode name resolved here (see :mod:`clmlf.precision`), or a ready plan."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = resolve_device(device)
-        self.precision: PrecisionPlan = resolve_precision(precision, self.device, cpu)
+        self.precision: PrecisionPlan = (precision if isinstance(precision, PrecisionPlan)
+                                         else resolve_precision(precision, self.device, cpu))
         if self.device.type == "cpu":
             # Process-wide: EfficientNet activations underflow into denormals, which x86 CPUs
             # compute very slowly; flushing them to zero is ~25% faster and changes no label.
@@ -73,7 +75,7 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int = 32,
-                        precision: str = "auto") -> Predictor:
+                        precision: str | PrecisionPlan = "auto") -> Predictor:
         """Load ``path``; ``None`` loads the embedded default model (clmlf/default_model_files)."""
         if path is None:
             from clmlf.default_model import default_checkpoint_dir
