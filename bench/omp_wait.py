@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args)))
         return 0
-    combos = [(policy, n) for n in (0, args.neighbours) for policy in ("unset", "PASSIVE")]
+    combos = [(policy, n) for n in dict.fromkeys((0, args.neighbours)) for policy in ("unset", "PASSIVE")]
     times: dict[tuple[str, int], list[float]] = {c: [] for c in combos}
     load_start = os.getloadavg()[0]
     for round_no in range(args.rounds):
