@@ -1,20 +1,27 @@
-"""Model forward throughput (posts/s) and peak memory by batch size.
+"""Model forward throughput (posts/s) and peak memory by batch size and serving precision.
 
-CPU: the embedded encoders (all-MiniLM-L6-v2 + EfficientNet-Lite0, real weights)
-with the paper's fusion (d=768, 3 fusion + 2 image layers), float32.
-CUDA (when a GPU exists): BERT-base + ResNet-50 shapes with random weights, bf16
-autocast, i.e. the paper's model size.
+CPU: the embedded default model (``--model default``: all-MiniLM-L6-v2 + EfficientNet-Lite0
+with its trained fusion) or the paper-sized fusion on the embedded encoders (``--model paper``:
+d=768, 3 fusion + 2 image layers, random fusion weights).
+CUDA (when a GPU exists): BERT-base + ResNet-50 shapes with random weights, i.e. the paper's
+model size.
 
-Every batch size runs in a fresh child process so its memory high-water mark is
-its own: CPU peak = ``ru_maxrss`` after the timed runs minus ``ru_maxrss`` right
-after loading the model (extra resident memory for activations at that batch
-size); CUDA peak = ``torch.cuda.max_memory_allocated``. Throughput is the median
-over ``--repeats`` timed forward passes after a short warm-up pass; inputs are
-synthetic posts of ``--text-tokens`` tokens, each with an image (and, on CPU, a
-second column with no images, where the image encoder is skipped).
+Precision variants (``--precision``, a column of the table), resolved by clmlf.precision:
+``today`` = float32 with the image encoder in NCHW (the serving path before precision modes),
+``fp32`` = float32 with the image encoder channels_last, ``bf16`` = bf16 autocast + channels_last,
+``int8`` = dynamic int8 Linear layers outside the image encoder + channels_last (CPU only).
+All variants of one batch size live in one child process and are timed in interleaved
+rounds (today, fp32, bf16, ... then again), so load from other work hits them alike;
+medians over ``--repeats`` rounds are reported, and the speed-up is against ``today`` of the
+same rounds. Peak memory is per batch size (the child's ``ru_maxrss`` after the timed runs
+minus after model load, i.e. the worst variant); CUDA: ``torch.cuda.max_memory_allocated``.
 
-    .venv/bin/python bench/model_forward.py                      # table on stdout (~2 min on 2 cores)
-    .venv/bin/python bench/model_forward.py --update-docs docs/performance.md
+With ``--ceiling`` the child also counts the FLOPs of each batch (torch.utils.flop_counter) and
+measures this CPU's fp32 and bf16 GEMM rate (square matmuls, same threads), and the table shows
+the GFLOP/s reached and its fraction of the GEMM rate of the variant's number format.
+
+    .venv/bin/python bench/model_forward.py                      # table on stdout
+    .venv/bin/python bench/model_forward.py --batch-sizes 16 --repeats 7 --ceiling --update-docs docs/performance.md
     .venv/bin/python bench/model_forward.py --device cuda --batch-sizes 1 8 32 64 128
 """
 
@@ -44,7 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--repeats", type=int, default=3, help="timed passes per batch size (median reported)")
     parser.add_argument("--text-tokens", type=int, default=32, help="tokens per post incl. [CLS]/[SEP]")
-    parser.add_argument("--fusion-dim", type=int, default=768, help="fusion width d (paper: 768)")
+    parser.add_argument("--model", choices=("default", "paper"), default="default",
+                        help="CPU model: the embedded default checkpoint, or the paper-sized random fusion")
+    parser.add_argument("--fusion-dim", type=int, default=768, help="fusion width d of --model paper (paper: 768)")
+    parser.add_argument("--precision", nargs="+", default=["today", "fp32", "bf16", "int8"],
+                        choices=("today", "fp32", "bf16", "int8"), help="variants, timed interleaved")
+    parser.add_argument("--ceiling", action="store_true", help="add GFLOP/s and the fraction of the GEMM rate")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--update-docs", type=Path, help="rewrite the 'Model forward' results block of this file")
     parser.add_argument("--breakdown", type=int, metavar="BATCH",
@@ -53,13 +65,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_model(device: str, fusion_dim: int = 768):
+def build_model(device: str, fusion_dim: int = 768, which: str = "paper"):
     """The benchmarked model on ``device`` (eval mode)."""
     import torch
 
     from clmlf.config import ModelConfig
     from clmlf.model import CLMLF
 
+    if device == "cpu" and which == "default":
+        from clmlf.checkpoint import load
+        from clmlf.default_model import default_checkpoint_dir
+
+        return load(default_checkpoint_dir()).model.eval()
     if device == "cpu":
         return CLMLF(ModelConfig(fusion_dim=fusion_dim)).eval()
     from transformers import BertConfig, BertModel
@@ -87,22 +104,80 @@ def synthetic_batch(batch_size: int, tokens: int, image_size: int, with_images: 
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def time_forward(model, batch: dict, repeats: int, device: str) -> float:
-    """Median seconds of one forward pass, after a warm-up pass on the first (at most 8) posts."""
+def variant_plan(name: str, device: str):
+    """The PrecisionPlan of a bench variant (``today`` = fp32 with an NCHW image encoder)."""
     import torch
 
-    def once(inputs: dict) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        with torch.inference_mode(), torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            model(**inputs)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+    from clmlf.precision import PrecisionPlan, resolve_precision
 
-    once({key: value[:8] for key, value in batch.items()})
-    return statistics.median(once(batch) for _ in range(repeats))
+    if name == "today":
+        if device == "cuda":
+            return resolve_precision("auto", torch.device("cuda"))
+        return PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
+    return resolve_precision(name, torch.device(device))
+
+
+def variant_models(base, names: list[str], device: str) -> dict:
+    """name -> (plan, model); every variant gets its own copy of the weights."""
+    import copy
+
+    out = {}
+    for name in names:
+        plan = variant_plan(name, device)
+        out[name] = (plan, plan.prepare(copy.deepcopy(base)))
+    return out
+
+
+def forward_once(plan, model, inputs: dict, device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    batch = dict(inputs, pixel_values=plan.pixels(inputs["pixel_values"]))
+    with torch.inference_mode(), plan.autocast():
+        model(**batch)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_interleaved(variants: dict, batch: dict, repeats: int, device: str) -> dict[str, float]:
+    """Median seconds per variant; each round runs every variant once, after one warm-up pass each."""
+    for plan, model in variants.values():
+        forward_once(plan, model, batch, device)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, (plan, model) in variants.items():
+            times[name].append(forward_once(plan, model, batch, device))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def gemm_rate(dtype_name: str, size: int = 1024, repeats: int = 7) -> float:
+    """GFLOP/s of a square [size x size] matmul in this dtype (median of ``repeats``, after a warm-up)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=gen).to(dtype)
+    b = torch.randn(size, size, generator=gen).to(dtype)
+    a @ b
+    runs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        runs.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(runs) / 1e9
+
+
+def count_gflops(model, batch: dict) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(**batch)
+    return counter.get_total_flops() / 1e9
 
 
 def rss_mib() -> float:
@@ -117,23 +192,27 @@ def child(spec: str, args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # as clmlf.inference.Predictor does on CPU
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model = build_model(device, args.fusion_dim)
-    image_size = model.config.image_size
+    base = build_model(device, args.fusion_dim, args.model)
+    names = [n for n in args.precision if device == "cpu" or n in ("today", "fp32", "bf16")]
+    variants = variant_models(base, names, device)
+    image_size = base.config.image_size
     loaded_rss = rss_mib()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    result = {"device": device, "batch_size": batch_size, "model_rss_mib": loaded_rss}
-    with_images = time_forward(model, synthetic_batch(batch_size, args.text_tokens, image_size, True, device),
-                               args.repeats, device)
-    result["seconds"] = with_images
-    result["posts_per_s"] = batch_size / with_images
-    if device == "cuda":
-        result["peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        result["peak_mib"] = rss_mib() - loaded_rss
-    text_only = time_forward(model, synthetic_batch(batch_size, args.text_tokens, image_size, False, device),
-                             args.repeats, device)
-    result["text_only_posts_per_s"] = batch_size / text_only
+    images = synthetic_batch(batch_size, args.text_tokens, image_size, True, device)
+    texts = synthetic_batch(batch_size, args.text_tokens, image_size, False, device)
+    with_images = time_interleaved(variants, images, args.repeats, device)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else rss_mib() - loaded_rss
+    text_only = time_interleaved(variants, texts, args.repeats, device)
+    result = {"device": device, "batch_size": batch_size, "model_rss_mib": loaded_rss, "peak_mib": peak,
+              "model": args.model, "variants": {
+                  name: {"mode": variants[name][0].mode, "seconds": with_images[name],
+                         "posts_per_s": batch_size / with_images[name],
+                         "text_only_posts_per_s": batch_size / text_only[name]} for name in names}}
+    if args.ceiling and device == "cpu":
+        result["gflops_per_post"] = count_gflops(base, images) / batch_size
+        result["gflops_per_post_text_only"] = count_gflops(base, texts) / batch_size
+        result["gemm_gflops"] = {"fp32": gemm_rate("fp32"), "bf16": gemm_rate("bf16")}
     return result
 
 
@@ -142,7 +221,7 @@ def breakdown(args: argparse.Namespace) -> str:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_model("cpu", args.fusion_dim)
+    model = build_model("cpu", args.fusion_dim, args.model)
     size = args.breakdown
     batch = synthetic_batch(size, args.text_tokens, model.config.image_size, True, "cpu")
 
@@ -172,7 +251,7 @@ def breakdown(args: argparse.Namespace) -> str:
     counted = {name: flops(fn) for name, fn in stages.items()}
     rows = ["| stage | GFLOPs per post | share |", "|---|---:|---:|"]
     rows += [f"| {name} | {value:.2f} | {value / counted['whole forward']:.0%} |" for name, value in counted.items()]
-    return (f"FLOPs by stage (d={args.fusion_dim}, {args.text_tokens} text tokens, 50 image tokens, "
+    return (f"FLOPs by stage (d={model.config.fusion_dim}, {args.text_tokens} text tokens, 50 image tokens, "
             f"224 px image; counted by torch.utils.flop_counter):\n\n" + "\n".join(rows))
 
 
@@ -188,7 +267,8 @@ def run_all(args: argparse.Namespace) -> list[dict]:
     for spec in tqdm(specs, desc="model_forward", unit="run", file=sys.stderr):
         cmd = [sys.executable, __file__, "--child", spec, "--repeats", str(args.repeats),
                "--text-tokens", str(args.text_tokens), "--threads", str(args.threads),
-               "--fusion-dim", str(args.fusion_dim)]
+               "--fusion-dim", str(args.fusion_dim), "--model", args.model, "--precision", *args.precision,
+               *(["--ceiling"] if args.ceiling else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise SystemExit(f"benchmark child {spec} failed: {out.stderr.strip().splitlines()[-1:]}")
@@ -210,17 +290,35 @@ def machine() -> str:
 
 
 def table(results: list[dict]) -> str:
-    rows = [
-        "| device | model | batch | posts/s (text+image) | ms/batch | posts/s (text only) | peak memory MiB |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
+    ceiling = any("gemm_gflops" in r for r in results)
+    head = ("| device | model | batch | precision | posts/s (text+image) | ms/batch | speed-up vs today "
+            "| posts/s (text only) | speed-up (text only) | peak memory MiB |")
+    rows = [head + (" GFLOP/s reached | fraction of the GEMM rate |" if ceiling else ""),
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if ceiling else "")]
     for r in results:
-        model = "MiniLM + EffNet-Lite0, fp32" if r["device"] == "cpu" else "BERT-base + ResNet-50, bf16"
-        rows.append(
-            f"| {r['device']} | {model} | {r['batch_size']} | {r['posts_per_s']:.1f} | {1000 * r['seconds']:.0f} "
-            f"| {r['text_only_posts_per_s']:.1f} | {r['peak_mib']:.0f} |"
-        )
-    return "\n".join(rows)
+        if r["device"] == "cpu":
+            model = "embedded default (MiniLM + EffNet-Lite0)" if r.get("model") == "default" else \
+                "MiniLM + EffNet-Lite0, paper fusion"
+        else:
+            model = "BERT-base + ResNet-50"
+        ref = r["variants"].get("today") or next(iter(r["variants"].values()))
+        for name, v in r["variants"].items():
+            row = (f"| {r['device']} | {model} | {r['batch_size']} | {name} ({v['mode']}) | {v['posts_per_s']:.1f} "
+                   f"| {1000 * v['seconds']:.0f} | {v['posts_per_s'] / ref['posts_per_s']:.2f}x "
+                   f"| {v['text_only_posts_per_s']:.1f} "
+                   f"| {v['text_only_posts_per_s'] / ref['text_only_posts_per_s']:.2f}x | {r['peak_mib']:.0f} |")
+            if ceiling and "gemm_gflops" in r:
+                reached = v["posts_per_s"] * r["gflops_per_post"]
+                rate = r["gemm_gflops"]["bf16" if v["mode"] == "bf16" else "fp32"]
+                row += f" {reached:.0f} | {reached / rate:.2f} of {rate:.0f} |"
+            rows.append(row)
+    notes = []
+    for r in results:
+        if "gemm_gflops" in r:
+            notes.append(f"batch {r['batch_size']}: {r['gflops_per_post']:.2f} GFLOPs per post with an image, "
+                         f"{r['gflops_per_post_text_only']:.2f} text only; GEMM rate on these cores "
+                         f"fp32 {r['gemm_gflops']['fp32']:.0f} GFLOP/s, bf16 {r['gemm_gflops']['bf16']:.0f} GFLOP/s")
+    return "\n".join(rows) + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "")
 
 
 def update_docs(path: Path, block: str) -> None:
@@ -249,10 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}` ({time.time() - started:.0f} s, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
         f"Machine: {machine()}; torch threads: {args.threads}; 1-min load average at start "
         f"{load_before:.1f}, at end {os.getloadavg()[0]:.1f} (other jobs shared the cores)\n\n"
-        f"Fusion width d={args.fusion_dim}. Synthetic posts of {args.text_tokens} tokens with one image each (text-only column: a batch "
-        f"without images, so the image encoder and image transformer are skipped). Median of {args.repeats} forward passes after a warm-up pass on up to 8 posts. CPU peak memory: "
-        "ru_maxrss increase over the process's RSS after model load (fresh process per batch size); "
-        "CUDA: torch.cuda.max_memory_allocated.\n\n" + table(results)
+        f"Synthetic posts of {args.text_tokens} tokens with one image each (text-only column: a batch "
+        f"without images, so the image encoder and image transformer are skipped). Variants timed interleaved, "
+        f"median of {args.repeats} rounds after one warm-up pass each; speed-up against `today` of the same rounds. "
+        "CPU peak memory: ru_maxrss increase over the process's RSS after model load (fresh process per batch "
+        "size, worst variant); CUDA: torch.cuda.max_memory_allocated.\n\n" + table(results)
     )
     print(block)
     if args.update_docs:

@@ -11,11 +11,20 @@
 3. Latency: posts fed at 50 % and 90 % of the measured pipeline rate; per post,
    result ``processed_at`` minus ``created_at`` (stamped when sent); p50 / p99.
 
+Precision (``--precision``, a column): each listed variant gets its own Predictor
+(``today`` = fp32 with the image encoder in NCHW, the path before precision modes;
+``fp32`` / ``bf16`` / ``int8`` as resolved by clmlf.precision); every round runs the
+predict path and the pipeline of every variant in turn, so they share the load.
+Label agreement of each variant with ``today`` is measured on --agreement-posts
+separate posts (same mix) through the predict path. Latency runs use the last
+variant listed.
+
 Model: the embedded default when installed, else the default architecture
 (all-MiniLM-L6-v2 + EfficientNet-Lite0 real weights, random fusion layers) saved
 once to --model-cache.  Runs on CUDA when --device cuda/auto finds a GPU.
 
     .venv/bin/python bench/pipeline.py                         # ~3-4 min on 2 CPU cores
+    .venv/bin/python bench/pipeline.py --precision today bf16 --agreement-posts 500
     .venv/bin/python bench/pipeline.py --posts 96 --latency-seconds 10   # quicker, noisier
     .venv/bin/python bench/pipeline.py --device cuda --posts 2000 --max-batch 64
 """
@@ -53,6 +62,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="feed time per latency run")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--precision", nargs="+", default=["today", "auto"],
+                        choices=("today", "auto", "fp32", "bf16", "int8"),
+                        help="serving precision variants (default: today auto); latency uses the last")
+    parser.add_argument("--agreement-posts", type=int, default=500,
+                        help="posts labelled by every variant to measure agreement with the first (0 = skip)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the default model")
     parser.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "clmlf-bench-default-arch",
                         help="where the random-fusion default-architecture checkpoint is saved when needed")
@@ -154,8 +168,8 @@ def make_posts(n: int, prefix: str, image_share: float, image_base: str, seed: i
     return posts
 
 
-def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True) -> float:
-    """posts/s of clmlf predict's own code path over ``posts``."""
+def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True, labels: list | None = None) -> float:
+    """posts/s of clmlf predict's own code path over ``posts`` (their labels appended to ``labels``)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from clmlf.commands.predict import IMAGE_WORKERS, predict_stream
@@ -169,6 +183,8 @@ def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True)
         stats = predict_stream(source, sink, predictor, fetcher, pool, progress=False)
         elapsed = time.perf_counter() - start
     assert stats["posts"] == len(posts), stats
+    if labels is not None:
+        labels.extend(json.loads(line)["label"] for line in sink.getvalue().splitlines())
     return len(posts) / elapsed
 
 
@@ -275,48 +291,87 @@ def machine() -> str:
             f"1-min load average {os.getloadavg()[0]:.1f} (cores shared with other work)")
 
 
+def load_variant(checkpoint: str | None, name: str, args: argparse.Namespace):
+    """A Predictor in the variant's precision (``today`` = fp32, NCHW image encoder)."""
+    from clmlf.inference import Predictor, resolve_device
+    from clmlf.precision import PrecisionPlan
+
+    if name == "today":
+        device = resolve_device(args.device)
+        if device.type == "cpu":
+            plan = PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
+            return Predictor.from_checkpoint(checkpoint, device="cpu", batch_size=args.max_batch, precision=plan)
+        name = "auto"
+    return Predictor.from_checkpoint(checkpoint, device=args.device, batch_size=args.max_batch, precision=name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
-    from clmlf.inference import Predictor
-
     checkpoint, model_desc = resolve_checkpoint(args)
-    predictor = Predictor.from_checkpoint(checkpoint, device=args.device, batch_size=args.max_batch)
-    say(f"model: {model_desc} on {predictor.device}")
+    predictors = {name: load_variant(checkpoint, name, args) for name in dict.fromkeys(args.precision)}
+    first = next(iter(predictors.values()))
+    say(f"model: {model_desc} on {first.device}, variants "
+        + ", ".join(f"{n}={p.precision.mode}" for n, p in predictors.items()))
     images = ImageServer()
     results: dict = {"command": "python bench/pipeline.py " + shlex.join(argv or sys.argv[1:]),
-                     "machine": machine(), "model": model_desc, "device": str(predictor.device),
+                     "machine": machine(), "model": model_desc, "device": str(first.device),
                      "max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "posts": args.posts,
-                     "image_share": args.image_share}
+                     "image_share": args.image_share, "load_average_start": round(os.getloadavg()[0], 1),
+                     "variants": {}}
     with tempfile.TemporaryDirectory(prefix="clmlf-bench-") as tmp:
-        harness = PipelineHarness(predictor, args, Path(tmp))
+        harness = PipelineHarness(first, args, Path(tmp))
         try:
             warm = make_posts(args.max_batch, "warm", args.image_share, images.base, seed=1)
-            predictor.predict([])  # no-op, keeps lazy init out of the timings
-            bench_predict_path(predictor, warm)
-            # Rounds alternate predict path and pipeline on the same posts (fresh ids each round), so
-            # load from other work on a shared machine hits both alike; medians are reported.
-            predict_rates, pipeline_rates, ratios = [], [], []
+            for predictor in predictors.values():
+                bench_predict_path(predictor, warm)
+            # Rounds alternate predict path and pipeline of every variant on the same posts (fresh ids each
+            # round), so load from other work on a shared machine hits all alike; medians are reported.
+            rates = {name: {"predict": [], "pipeline": [], "ratio": []} for name in predictors}
             for round_no in range(args.rounds):
                 posts = make_posts(args.posts, f"r{round_no}-", args.image_share, images.base, seed=2)
-                say(f"round {round_no + 1}/{args.rounds}: bare predict path on {len(posts)} posts ...")
-                predict_rates.append(bench_predict_path(predictor, posts))
-                say(f"round {round_no + 1}/{args.rounds}: pipeline on {len(posts)} posts ...")
-                seconds = harness.run_topic(f"throughput{round_no}", posts)
-                pipeline_rates.append(args.posts / seconds)
-                ratios.append(pipeline_rates[-1] / predict_rates[-1])
-                say(f"  pipeline {pipeline_rates[-1]:.2f} posts/s, predict path {predict_rates[-1]:.2f} posts/s, "
-                    f"ratio {ratios[-1]:.3f}")
-            pipeline_rate = statistics.median(pipeline_rates)
-            results.update(rounds=args.rounds,
-                           predict_path_posts_per_s=round(statistics.median(predict_rates), 2),
-                           pipeline_posts_per_s=round(pipeline_rate, 2),
-                           efficiency_vs_predict_path=round(statistics.median(ratios), 3),
-                           efficiency_per_round=[round(r, 3) for r in ratios])
+                for name, predictor in predictors.items():
+                    say(f"round {round_no + 1}/{args.rounds} {name}: predict path, then pipeline, {len(posts)} posts")
+                    predict_rate = bench_predict_path(predictor, posts)
+                    harness.predictor = predictor
+                    topic = f"throughput{round_no}-{name}"
+                    pipeline_rate = args.posts / harness.run_topic(topic, posts)
+                    rates[name]["predict"].append(predict_rate)
+                    rates[name]["pipeline"].append(pipeline_rate)
+                    rates[name]["ratio"].append(pipeline_rate / predict_rate)
+                    say(f"  pipeline {pipeline_rate:.2f} posts/s, predict path {predict_rate:.2f} posts/s, "
+                        f"ratio {pipeline_rate / predict_rate:.3f}")
+            reference = next(iter(predictors))
+            for name, r in rates.items():
+                results["variants"][name] = {
+                    "precision": predictors[name].precision.mode,
+                    "predict_path_posts_per_s": round(statistics.median(r["predict"]), 2),
+                    "pipeline_posts_per_s": round(statistics.median(r["pipeline"]), 2),
+                    "efficiency_vs_predict_path": round(statistics.median(r["ratio"]), 3),
+                    "efficiency_per_round": [round(x, 3) for x in r["ratio"]],
+                    "predict_speedup_vs_first": round(statistics.median(
+                        [a / b for a, b in zip(r["predict"], rates[reference]["predict"], strict=True)]), 2),
+                    "pipeline_speedup_vs_first": round(statistics.median(
+                        [a / b for a, b in zip(r["pipeline"], rates[reference]["pipeline"], strict=True)]), 2),
+                }
+            if args.agreement_posts:
+                check = make_posts(args.agreement_posts, "agree-", args.image_share, images.base, seed=7)
+                labels = {}
+                for name, predictor in predictors.items():
+                    labels[name] = []
+                    bench_predict_path(predictor, check, labels=labels[name])
+                for name in predictors:
+                    same = sum(a == b for a, b in zip(labels[name], labels[reference], strict=True))
+                    results["variants"][name]["label_agreement_vs_first"] = round(same / len(check), 4)
+                results["agreement_posts"] = len(check)
+            last = list(predictors)[-1]
+            harness.predictor = predictors[last]
+            pipeline_rate = results["variants"][last]["pipeline_posts_per_s"]
+            results["latency_variant"] = last
             results["latency"] = []
-            for load in (0.5, 0.9):
+            for load in (0.5, 0.9) if args.latency_seconds > 0 else ():
                 rate = pipeline_rate * load
                 n = max(10, int(rate * args.latency_seconds))
                 topic = f"latency{int(load * 100)}"
@@ -333,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             harness.close()
             images.close()
+    results["load_average_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -72,3 +72,29 @@ def format_report(metrics: dict[str, Any], label_names: Sequence[str], title: st
     for name, row in zip(label_names, metrics["confusion"], strict=True):
         lines.append(f"{name:<{width}}  " + "  ".join(f"{v:8d}" for v in row))
     return "\n".join(lines)
+
+
+def precision_agreement(reference: Any, other: Any, bar: float = 0.995) -> dict[str, Any]:
+    """How far a precision mode's probabilities ``other`` [N, C] move from the fp32 ``reference`` [N, C].
+
+    ``{"n", "label_agreement", "labels_changed", "max_probability_change", "mean_probability_change",
+    "bar", "passes"}``: agreement = share of rows with the same argmax label; the probability changes are
+    per row the largest absolute change over the classes (max / mean over rows); ``passes`` = agreement
+    >= ``bar``. Empty input agrees fully.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    got = np.asarray(other, dtype=np.float64)
+    if ref.size == 0 and got.size == 0:
+        ref = got = np.zeros((0, 1))
+    if ref.shape != got.shape or ref.ndim != 2:
+        raise ValueError(f"probabilities must be two [N, C] arrays of one shape, got {ref.shape} and {got.shape}")
+    n = int(ref.shape[0])
+    if n == 0:
+        return {"n": 0, "label_agreement": 1.0, "labels_changed": 0, "max_probability_change": 0.0,
+                "mean_probability_change": 0.0, "bar": bar, "passes": True}
+    same = ref.argmax(axis=1) == got.argmax(axis=1)
+    change = np.abs(ref - got).max(axis=1)
+    agreement = float(same.mean())
+    return {"n": n, "label_agreement": agreement, "labels_changed": int(n - same.sum()),
+            "max_probability_change": float(change.max()), "mean_probability_change": float(change.mean()),
+            "bar": bar, "passes": agreement >= bar}

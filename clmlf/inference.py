@@ -3,15 +3,17 @@
     predictor = Predictor.from_checkpoint("runs/mvsa", device="auto")
     predictions = predictor.predict([InferenceItem("great phone!", image=tensor), ...])
 
-On CUDA the forward runs under bfloat16 autocast; on CPU in float32 with denormal
-floats flushed to zero (process-wide ``torch.set_flush_denormal``). Items are
-sorted by text length internally (less padding per batch) and returned in the
-caller's order.
+The number format comes from a :class:`~clmlf.precision.PrecisionPlan` resolved once
+when the predictor is built (``precision="auto"``: bf16 autocast on CUDA and on CPUs
+with native bf16, else float32; see :mod:`clmlf.precision`). On CPU denormal floats
+are flushed to zero (process-wide ``torch.set_flush_denormal``). Items are sorted by
+text length internally (each batch is padded to its longest text only) and returned
+in the caller's order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor
 
 from clmlf.checkpoint import LoadedModel, load
+from clmlf.precision import CpuFeatures, PrecisionPlan, probe_cpu, resolve_precision
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -51,33 +54,38 @@ def resolve_device(device: str) -> torch.device:
 class Predictor:
     """Owns one loaded model on one device; not thread-safe (one worker thread should own it)."""
 
-    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 32):
+    def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 32,
+                 precision: str | PrecisionPlan = "auto", cpu: CpuFeatures | Callable[[], CpuFeatures] = probe_cpu):
+        """``precision``: a mode name resolved here (see :mod:`clmlf.precision`), or a ready plan."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = resolve_device(device)
+        self.precision: PrecisionPlan = (precision if isinstance(precision, PrecisionPlan)
+                                         else resolve_precision(precision, self.device, cpu))
         if self.device.type == "cpu":
             # Process-wide: EfficientNet activations underflow into denormals, which x86 CPUs
             # compute very slowly; flushing them to zero is ~25% faster and changes no label.
             torch.set_flush_denormal(True)
         self.loaded = loaded
-        self.model = loaded.model.to(self.device).eval()
+        self.model = self.precision.prepare(loaded.model.to(self.device).eval())
         self.preprocessor = loaded.preprocessor
         self.batch_size = batch_size
         self.labels: tuple[str, ...] = tuple(loaded.config.labels)
         self.model_name = loaded.name
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int = 32) -> Predictor:
+    def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int = 32,
+                        precision: str | PrecisionPlan = "auto") -> Predictor:
         """Load ``path``; ``None`` loads the embedded default model (clmlf/default_model_files)."""
         if path is None:
             from clmlf.default_model import default_checkpoint_dir
 
             path = default_checkpoint_dir()
-        return cls(load(path, device="cpu"), device=device, batch_size=batch_size)
+        return cls(load(path, device="cpu"), device=device, batch_size=batch_size, precision=precision)
 
     @property
     def uses_bf16(self) -> bool:
-        return self.device.type == "cuda"
+        return self.precision.mode == "bf16"
 
     def predict(self, items: Sequence[InferenceItem], batch_size: int | None = None) -> list[Prediction]:
         """Label every item; the result list is in the order of ``items``."""
@@ -102,6 +110,7 @@ class Predictor:
             aspects if any(a is not None for a in aspects) else None,
         )
         batch = {key: value.to(self.device, non_blocking=True) for key, value in batch.items()}
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16):
+        batch["pixel_values"] = self.precision.pixels(batch["pixel_values"])
+        with self.precision.autocast():
             output = self.model(**batch)
         return output.logits.float().softmax(dim=-1).cpu()

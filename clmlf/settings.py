@@ -100,3 +100,42 @@ def setup_logging(level: str | None = None) -> None:
     )
     for noisy in ("kafka", "httpx", "httpcore", "urllib3", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _threads_arg(text: str) -> int | None:
+    from clmlf.cpu_threads import parse_threads
+
+    try:
+        return parse_threads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _precision_arg(text: str) -> str:
+    from clmlf.precision import parse_precision
+
+    try:
+        return parse_precision(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--precision`` (env ``CLMLF_PRECISION``) and ``--threads`` (env ``CLMLF_THREADS``), shared by the
+    commands that run the model (predict, evaluate, clmlf-monitor run)."""
+    parser.add_argument(
+        "--precision",
+        type=_precision_arg,
+        default=env_default("CLMLF_PRECISION", "auto"),
+        metavar="MODE",
+        help="auto, fp32, bf16 or int8 (env CLMLF_PRECISION; default auto: bf16 on CUDA and on CPUs with "
+        "native bf16, else fp32; int8 is opt-in, it changes labels)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_threads_arg,
+        default=env_default("CLMLF_THREADS", "auto"),
+        metavar="N",
+        help="torch intra-op threads (env CLMLF_THREADS; default auto: OMP_NUM_THREADS if set, else the "
+        "cgroup CPU quota, else the usable CPUs)",
+    )

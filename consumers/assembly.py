@@ -66,7 +66,8 @@ def load_predictor(config: RunConfig) -> Any:
     """The model, owned later by the worker thread (embedded default when no checkpoint)."""
     from clmlf.inference import Predictor
 
-    return Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.max_batch)
+    return Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.max_batch,
+                                     precision=config.precision)
 
 
 def predict_fn(predictor: Any):
@@ -125,7 +126,9 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     metrics = metrics or PipelineMetrics(max_topics=config.max_topic_labels)
     predictor = predictor or load_predictor(config)
     device = str(getattr(predictor, "device", config.device))
-    metrics.model_info.labels(model=predictor.model_name, device=device).set(1)
+    plan = getattr(predictor, "precision", None)
+    precision = plan.label if plan is not None else config.precision
+    metrics.model_info.labels(model=predictor.model_name, device=device, precision=precision).set(1)
 
     redis_client = redis.Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5,
                                         socket_connect_timeout=3, health_check_interval=10)

@@ -14,7 +14,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from clmlf.settings import build_config, env_default, env_flag, parse_duration, redact_url
+from clmlf.settings import (
+    add_precision_arguments,
+    build_config,
+    env_default,
+    env_flag,
+    parse_duration,
+    redact_url,
+)
 from monitor.config import RetentionSettings, add_retention_arguments, format_duration
 
 
@@ -91,6 +98,8 @@ class RunConfig(BaseModel):
     redis_prefix: str = Field(default="clmlf", min_length=1, max_length=64)
     checkpoint: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    threads: int | None = Field(default=None, ge=1, le=1024)  # None = from the CPU quota
     max_batch: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=50.0, gt=0, le=60_000)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
@@ -166,7 +175,8 @@ class RunConfig(BaseModel):
         return (
             f"topic={self.topic} group={self.group} bootstrap={self.bootstrap} "
             f"redis={redact_url(self.redis_url)} prefix={self.redis_prefix} "
-            f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} max_batch={self.max_batch} "
+            f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} precision={self.precision} "
+            f"threads={self.threads or 'auto'} max_batch={self.max_batch} "
             f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
             f"metrics_port={self.metrics_port} security={self.security.protocol} "
             f"retention={format_duration(self.retention.minute_retention)}/"
@@ -233,6 +243,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                        help="checkpoint directory (default: the embedded model) [CLMLF_CHECKPOINT]")
     model.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"),
                        help="auto = CUDA (bf16 autocast) when present, else CPU [CLMLF_DEVICE]")
+    add_precision_arguments(model)
     model.add_argument("--max-batch", type=int, default=env_default("CLMLF_MAX_BATCH", 32), metavar="N",
                        help="flush a micro-batch at N posts (default 32) [CLMLF_MAX_BATCH]")
     model.add_argument("--max-wait-ms", type=float, default=env_default("CLMLF_MAX_WAIT_MS", 50), metavar="MS",
@@ -273,7 +284,8 @@ def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentPars
         if not value:
             parser.error(f"{flag} is required (or set its environment variable)")
     values = {name: getattr(args, name) for name in (
-        "bootstrap", "topic", "group", "redis_url", "redis_prefix", "checkpoint", "device", "max_batch",
+        "bootstrap", "topic", "group", "redis_url", "redis_prefix", "checkpoint", "device", "precision", "threads",
+        "max_batch",
         "max_wait_ms", "metrics_port", "output_topic", "exit_when_idle", "allow_private_images",
         "image_workers", "image_timeout", "max_in_flight", "shutdown_grace", "session_timeout_ms", "log_level")}
     values["security"] = KafkaSecurity.from_env()

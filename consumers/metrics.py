@@ -73,8 +73,9 @@ class PipelineMetrics:
                                    "Unix time a post was last stored or dead-lettered", registry=r)
         self.assigned_partitions = Gauge("clmlf_assigned_partitions", "Partitions assigned to this member",
                                          registry=r)
-        self.model_info = Gauge("clmlf_model_info", "Model served by this process (value 1)",
-                                ["model", "device"], registry=r)
+        self.model_info = Gauge("clmlf_model_info",
+                                "Model served by this process (value 1), with the precision chosen at start-up",
+                                ["model", "device", "precision"], registry=r)
         self.alert_active = Gauge("clmlf_alert_active", "Trend alerts currently firing (1) per topic and kind",
                                   ["topic", "kind"], registry=r)
 

@@ -15,7 +15,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def predictor(tiny_checkpoint: Path) -> Predictor:
-    return Predictor(load(tiny_checkpoint), device="cpu", batch_size=3)
+    # fp32 pinned: these tests compare scores to 1e-5, and "auto" would pick bf16 on a CPU that has it.
+    return Predictor(load(tiny_checkpoint), device="cpu", batch_size=3, precision="fp32")
 
 
 def items(n: int) -> list[InferenceItem]:
@@ -74,7 +75,7 @@ def test_model_name_has_weights_hash(predictor: Predictor, tiny_checkpoint: Path
     from clmlf.checkpoint import weights_digest
 
     assert predictor.model_name == f"tiny-random@{weights_digest(tiny_checkpoint)}"
-    assert predictor.device.type == "cpu" and not predictor.uses_bf16
+    assert predictor.device.type == "cpu" and not predictor.uses_bf16 and predictor.precision.mode == "fp32"
 
 
 def test_device_resolution() -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from clmlf.settings import env_default, setup_logging
+from clmlf.settings import add_precision_arguments, env_default, setup_logging
 
 DATASET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
 
@@ -16,11 +16,17 @@ examples:
   clmlf evaluate --checkpoint runs/mvsa/best --data-root data --dataset mvsa-single --split test --json
   # robustness: attach an unrelated photo to every post that has none
   clmlf evaluate --data-root data --dataset mvsa-single --split dev --attach-photos --json
+  # agreement gate: may bf16 serve this checkpoint? (exit 1 when below the 99.5 % bar)
+  clmlf evaluate --data-root data --dataset mvsa-single --split dev --compare-precision bf16 --json
 
 With --json the last line of stdout is one JSON object:
   {"accuracy", "f1_weighted", "f1_macro", "n", "per_class": {label: {"precision", "recall",
    "f1", "support"}}, "confusion": [[...]]}   (confusion[gold][predicted], label-id order)
-Environment: CLMLF_CHECKPOINT, CLMLF_DATA_ROOT, CLMLF_DEVICE.
+With --compare-precision MODE it is instead
+  {"reference": "fp32", "precision": MODE, "n", "label_agreement", "labels_changed",
+   "max_probability_change", "mean_probability_change", "bar": 0.995, "passes",
+   "accuracy": {"fp32": .., MODE: ..}}
+Environment: CLMLF_CHECKPOINT, CLMLF_DATA_ROOT, CLMLF_DEVICE, CLMLF_PRECISION, CLMLF_THREADS.
 """
 
 
@@ -44,7 +50,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--attach-photos", action="store_true",
                    help="attach a label-free photo (held-out pool) to every post without an image")
     p.add_argument("--photo-seed", type=int, metavar="N", default=0, help="seed of the attached photos")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    add_precision_arguments(p)
+    p.add_argument("--compare-precision", metavar="MODE", choices=("bf16", "int8"),
+                   help="instead of metrics: label agreement and probability change of MODE against fp32 "
+                        "on this split (the gate a mode must pass before it serves by default)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", metavar="LEVEL", default=env_default("LOG_LEVEL", "WARNING"))
     p.set_defaults(func=run)
@@ -56,23 +65,36 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
-    import torch
-
     from clmlf.checkpoint import CheckpointError
+    from clmlf.cpu_threads import configure_threads
     from clmlf.data import DataFormatError
     from clmlf.encoders import EncoderError
-    from clmlf.evaluation import classification_metrics, format_report
+    from clmlf.evaluation import classification_metrics, format_report, precision_agreement
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
+    precisions = ("fp32", args.compare_precision) if args.compare_precision else (args.precision,)
     try:
         result = evaluate_split(
             args.checkpoint, args.data_root, args.dataset, args.split, batch_size=args.batch_size,
             device=args.device, use_images=not args.no_images, attach_photos=args.attach_photos,
-            photo_seed=args.photo_seed, progress=not args.no_progress,
+            photo_seed=args.photo_seed, progress=not args.no_progress, precisions=precisions,
         )
     except (CheckpointError, DataFormatError, EncoderError, ValueError) as exc:
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(exc).split())}\n")
+    if args.compare_precision:
+        (ref_mode, reference), (mode, other) = result["probabilities"].items()
+        report = {"reference": ref_mode, "precision": mode,
+                  **precision_agreement(reference.numpy(), other.numpy())}
+        report["accuracy"] = {
+            name: classification_metrics(result["gold"], probs.argmax(-1).tolist(), result["labels"])["accuracy"]
+            for name, probs in result["probabilities"].items()
+        }
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print(format_agreement(report, f"{result['model']} on {args.dataset}/{args.split}"))
+        sys.stdout.flush()
+        return 0 if report["passes"] else 1
     metrics = classification_metrics(result["gold"], result["predicted"], result["labels"])
     if args.json:
         print(json.dumps(metrics))
@@ -95,8 +117,11 @@ def evaluate_split(
     attach_photos: bool = False,
     photo_seed: int = 0,
     progress: bool = False,
+    precisions: tuple[str, ...] = ("auto",),
 ) -> dict:
-    """Predictions of a checkpoint on a split: ``{"gold", "predicted", "labels", "model", "stats"}``."""
+    """Predictions of a checkpoint on a split: ``{"gold", "predicted", "labels", "model", "stats",
+    "probabilities"}``; ``probabilities`` maps each resolved precision of ``precisions`` (run in that
+    order on the same posts) to its softmax scores [N, C]; ``predicted`` comes from the first."""
     import logging
 
     from clmlf.batches import BatchCollator, PostDataset
@@ -104,6 +129,7 @@ def evaluate_split(
     from clmlf.data import load_split
     from clmlf.distractors import distractor_images
     from clmlf.inference import resolve_device
+    from clmlf.precision import resolve_precision
     from clmlf.train import predict_dataset
 
     if checkpoint is None:
@@ -122,6 +148,7 @@ def evaluate_split(
             f"({', '.join(loaded.config.labels)})"
         )
     target = resolve_device(device)
+    plans = [resolve_precision(name, target) for name in precisions]
     model = loaded.model.to(target).eval()
     photos = []
     if attach_photos:
@@ -132,12 +159,32 @@ def evaluate_split(
             ImageFeatureCache(max_entries=len(photos)).install(model.image_encoder)
     dataset_obj = PostDataset(data.samples, loaded.preprocessor, use_images=use_images, distractors=photos,
                               distractor_rate=1.0 if attach_photos else 0.0, seed=photo_seed)
-    logits, _, gold = predict_dataset(model, dataset_obj, BatchCollator(loaded.preprocessor), batch_size, target,
-                                      amp=target.type == "cuda", progress=progress, desc=f"{dataset}/{split}")
+    probabilities = {}
+    for plan in plans:
+        logits, _, gold = predict_dataset(plan.prepare(model), dataset_obj, BatchCollator(loaded.preprocessor),
+                                          batch_size, target, amp=plan.mode == "bf16", progress=progress,
+                                          desc=f"{dataset}/{split} {plan.mode}")
+        probabilities[plan.mode] = logits.float().softmax(-1)
+    first = next(iter(probabilities.values()))
     return {
         "gold": gold.tolist(),
-        "predicted": logits.argmax(-1).tolist(),
+        "predicted": first.argmax(-1).tolist(),
+        "probabilities": probabilities,
         "labels": tuple(loaded.config.labels),
         "model": loaded.name,
         "stats": data.stats,
     }
+
+
+def format_agreement(report: dict, title: str) -> str:
+    """The --compare-precision report, readable."""
+    verdict = "passes" if report["passes"] else "FAILS"
+    accuracy = ", ".join(f"{name} {value:.4f}" for name, value in report["accuracy"].items())
+    return "\n".join([
+        f"{title}: {report['precision']} against {report['reference']}",
+        f"  label agreement        {report['label_agreement']:.2%} ({report['labels_changed']} of {report['n']} "
+        f"labels changed): {verdict} the {report['bar']:.1%} bar",
+        f"  max probability change {report['max_probability_change']:.4f} "
+        f"(mean {report['mean_probability_change']:.4f})",
+        f"  accuracy               {accuracy}",
+    ])

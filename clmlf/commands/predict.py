@@ -23,7 +23,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clmlf.settings import build_config, env_default, env_flag, setup_logging
+from clmlf.settings import add_precision_arguments, build_config, env_default, env_flag, setup_logging
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -42,13 +42,18 @@ examples:
   clmlf predict --input examples/posts.jsonl --output results.jsonl
   clmlf predict --input posts.jsonl --checkpoint runs/mvsa-single/best --output - | jq .label
   cat posts.jsonl | clmlf predict --input - --output results.jsonl --batch-size 64 --device cuda
+  clmlf predict --input posts.jsonl --output results.jsonl --precision fp32 --threads 2
 
 Each output line is a result record
   {"id", "label", "scores", "topics", "created_at", "processed_at", "model", "image"}
 with image = used | none | failed | ignored (the checkpoint was trained without images:
 the image is neither fetched nor decoded), or, for a line that is not a valid post,
   {"id": <id or null>, "line": N, "error": {"reason": ..., "detail": ...}}.
-Environment: CLMLF_CHECKPOINT, CLMLF_DEVICE, CLMLF_ALLOW_PRIVATE_IMAGES, LOG_LEVEL.
+Precision (--precision, chosen once at start-up and logged): auto = bf16 autocast on CUDA and
+on CPUs with native bf16 (avx512_bf16 / amx_bf16), else fp32; int8 is opt-in (changes labels).
+Threads (--threads): auto = the container's CPU quota (cgroup), else the usable CPUs.
+Environment: CLMLF_CHECKPOINT, CLMLF_DEVICE, CLMLF_PRECISION, CLMLF_THREADS, CLMLF_ALLOW_PRIVATE_IMAGES,
+LOG_LEVEL.
 """
 
 
@@ -62,6 +67,8 @@ class PredictConfig(BaseModel):
     checkpoint: str | None = None
     batch_size: int = Field(32, ge=1, le=4096)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    threads: int | None = Field(None, ge=1, le=1024)
     allow_private_images: bool = False
     progress: bool = True
 
@@ -89,6 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=env_default("CLMLF_DEVICE", "auto"),
         help="auto, cpu or cuda (env CLMLF_DEVICE; default auto: CUDA with bf16 when available)",
     )
+    add_precision_arguments(parser)
     parser.add_argument(
         "--allow-private-images",
         action="store_true",
@@ -112,6 +120,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "checkpoint": args.checkpoint,
             "batch_size": args.batch_size,
             "device": args.device,
+            "precision": args.precision,
+            "threads": args.threads,
             "allow_private_images": args.allow_private_images,
             "progress": not args.no_progress,
         },
@@ -122,16 +132,19 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--output: directory does not exist: {Path(config.output).parent}")
 
     from clmlf.checkpoint import CheckpointError
+    from clmlf.cpu_threads import configure_threads
     from clmlf.image_fetch import FetchConfig, ImageFetcher
     from clmlf.inference import Predictor
 
     try:
-        predictor = Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.batch_size)
+        predictor = Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.batch_size,
+                                              precision=config.precision)
     except CheckpointError as exc:
         parser.error(f"--checkpoint: {exc}")
-    except ValueError as exc:  # e.g. --device cuda without a GPU
-        parser.error(f"--device: {exc}")
-    log.info("model %s on %s", predictor.model_name, predictor.device)
+    except ValueError as exc:  # e.g. --device cuda without a GPU, --precision int8 on CUDA
+        parser.error(f"{'--precision' if str(exc).startswith('precision') else '--device'}: {exc}")
+    configure_threads(config.threads)  # after every start-up check: a bad argument stays a one-line error
+    log.info("model %s on %s, %s", predictor.model_name, predictor.device, predictor.precision.mode)
 
     with ExitStack() as stack:
         source = sys.stdin.buffer if config.input == "-" else stack.enter_context(open(config.input, "rb"))
