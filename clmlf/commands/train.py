@@ -6,7 +6,7 @@ import argparse
 
 from clmlf.settings import build_config, env_default, setup_logging
 
-PRESET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
+PRESET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17", "probe")
 
 EPILOG = """\
 examples:
@@ -20,6 +20,9 @@ examples:
   # ablation: MLF only (no contrastive losses), then the paper's LBCL form
   clmlf train --preset mvsa-single --data-root data --out runs/mlf --no-lbcl --no-dbcl
   clmlf train --preset mvsa-single --data-root data --out runs/paper --lbcl-form paper
+
+  # the image-sentiment probe (clmlf probe build --out probe): frozen image features cached
+  clmlf train --preset probe --data-root probe --out runs/probe --no-image-augment --image-cache
 
   # continue a run that crashed or was stopped with --max-steps
   clmlf train --preset mvsa-single --data-root data --out runs/mvsa-single --resume
@@ -78,6 +81,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--distractor-rate", type=float, metavar="X", default=0.0,
                      help="share of image-less training posts given a random label-free photo (default 0)")
     rec.add_argument("--no-images", action="store_true", help="ignore dataset images (text-only run)")
+    rec.add_argument("--no-image-augment", action="store_true",
+                     help="no flip / RandAugment on training images (DBCL's views then differ by text only)")
     rec.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
@@ -87,6 +92,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="data loader processes (default 0)")
     rt.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     rt.add_argument("--no-text-cache", action="store_true", help="do not memoise the frozen text encoder's states")
+    rt.add_argument("--image-cache", action="store_true",
+                    help="memoise the frozen image encoder's feature maps (with --no-image-augment)")
     rt.add_argument("--text-cache-file", metavar="FILE", help="read/write the frozen text encoder's states here (reused across runs)")
     rt.add_argument("--eval-batch-size", type=int, metavar="N", default=64)
     rt.add_argument("--save-every", type=int, metavar="N", default=0, help="also write OUT/resume every N steps")
@@ -111,7 +118,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "temperature": args.temperature, "lbcl_weight": args.lbcl_weight, "dbcl_weight": args.dbcl_weight,
         "lbcl": not args.no_lbcl, "dbcl": not args.no_dbcl, "lbcl_form": args.lbcl_form,
         "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
-        "distractor_rate": args.distractor_rate, "use_images": not args.no_images, "limit_train": args.limit_train,
+        "distractor_rate": args.distractor_rate, "use_images": not args.no_images,
+        "image_augment": not args.no_image_augment, "cache_images": args.image_cache, "limit_train": args.limit_train,
         "device": args.device, "amp": args.amp, "compile": args.compile, "workers": args.workers,
         "threads": args.threads, "cache_text": not args.no_text_cache,
         "text_cache_file": args.text_cache_file, "eval_batch_size": args.eval_batch_size,
