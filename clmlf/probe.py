@@ -38,12 +38,17 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 LABELS: tuple[str, ...] = ("positive", "neutral", "negative")
 # Faces with a clear valence; HELD_OUT glyphs appear only in the test split.
 TRAIN_GLYPHS: dict[int, tuple[str, ...]] = {
-    0: ("\U0001F600", "\U0001F604", "\U0001F60A", "\U0001F642", "\U0001F60D", "\U0001F970", "\U0001F602",
-        "\U0001F606"),  # grinning, smiling eyes, blush, slight smile, heart eyes, hearts, tears of joy, squinting
-    1: ("\U0001F610", "\U0001F636", "\U0001F914", "\U0001F644", "\U0001F62F", "\U0001F62E"),
-    # neutral, no mouth, thinking, eye roll, hushed, open mouth
-    2: ("\U0001F620", "\U0001F622", "\U0001F62D", "\U0001F61E", "\U0001F629", "\U0001F616", "\U0001F623"),
-    # angry, crying, sobbing, disappointed, weary, confounded, persevering
+    0: ("\U0001F600", "\U0001F604", "\U0001F606", "\U0001F60A", "\U0001F642", "\U0001F60D", "\U0001F970",
+        "\U0001F602", "\U0001F923", "\U0001F60B", "\U0001F929", "\U0001F607"),
+    # grinning, smiling eyes, squinting, blush, slight smile, heart eyes, hearts, tears of joy, rolling, yum,
+    # star eyes, halo
+    1: ("\U0001F610", "\U0001F636", "\U0001F914", "\U0001F644", "\U0001F62F", "\U0001F62E", "\U0001F634",
+        "\U0001F9D0", "\U0001F910", "\U0001F632"),
+    # neutral, no mouth, thinking, eye roll, hushed, open mouth, sleeping, monocle, zipper mouth, astonished
+    2: ("\U0001F620", "\U0001F622", "\U0001F62D", "\U0001F61E", "\U0001F629", "\U0001F616", "\U0001F623",
+        "\U0001F62B", "\U0001F624", "\U0001F630", "\U0001F625", "\U0001F641", "\U0001F614"),
+    # angry, crying, sobbing, disappointed, weary, confounded, persevering, tired, steam, anxious, sad but
+    # relieved, slightly frowning, pensive
 }
 HELD_OUT: dict[int, tuple[str, ...]] = {
     0: ("\U0001F601", "\U0001F603"),  # beaming, grinning with big eyes

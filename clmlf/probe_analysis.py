@@ -7,6 +7,8 @@
   that overlap the face (``probe_faces.json`` box mapped through resize + center
   crop). A model that ignores where the face is puts ``k / 49`` there when the
   face covers ``k`` of the 49 patches: that is the uniform share it is compared to.
+  The attention pooling's weights get the same treatment (its share on the face
+  patches among the patch tokens), since the classifier reads R, not the tokens.
 * :func:`disagreement_table`: the split's pictures with their text replaced by a
   sentence of clear sentiment (:data:`SENTIMENT_TEXTS`); per (text class, face
   class) pair, how often the prediction follows the face, the text, or neither.
@@ -62,11 +64,19 @@ def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, b
     model = loaded.model.to(device).eval()
     special = set(loaded.preprocessor.tokenizer.all_special_ids)
     first_head, all_heads, uniform, image_mass = [], [], [], []
+    per_layer: list[list[float]] = []
+    pooling_face, pooling_image = [], []
+    captured: list = []
+    hook = model.pooling.register_forward_hook(lambda m, inputs, output: captured.append(inputs)) \
+        if model.pooling is not None else None
     for rows in _batches(len(samples), batch_size):
         chunk = [samples[i] for i in rows]
         inputs = _model_inputs(loaded, chunk, [s.text for s in chunk], device)
+        captured.clear()
         out = model(**inputs, return_attentions=True)
-        weights = out.attentions[-1].float().cpu()  # [B, heads, L, L]
+        pool = _pooling_weights(model, captured)  # [B, L] or None
+        layers = [a.float().cpu() for a in out.attentions]  # per fusion layer [B, heads, L, L]
+        weights = layers[-1]
         n_text = out.num_text_tokens
         n_patches = weights.shape[-1] - n_text - 1
         side = int(round(n_patches ** 0.5))
@@ -78,13 +88,18 @@ def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, b
                 continue
             face = torch.from_numpy(face_patches(faces[sample.id], loaded.config.resize, loaded.config.image_size,
                                                  side).reshape(-1))
-            patches = weights[b][:, tokens, n_text + 1 :]  # [heads, tokens, patches]
             image_mass.append(float(weights[b][:, tokens, n_text:].sum(-1).mean()))
-            grids = patches / patches.sum(-1, keepdim=True).clamp_min(1e-12)  # as attention_grid renormalises
-            on_face = grids[..., face].sum(-1)  # [heads, tokens]
-            first_head.append(float(on_face[0].mean()))
-            all_heads.append(float(on_face.mean()))
+            shares = [_face_share(layer[b], tokens, n_text, face) for layer in layers]  # each [heads, tokens]
+            first_head.append(float(shares[-1][0].mean()))
+            all_heads.append(float(shares[-1].mean()))
+            per_layer.append([float(x.mean()) for x in shares])
             uniform.append(float(face.sum()) / n_patches)
+            if pool is not None:
+                patch_pool = pool[b, n_text + 1 :]
+                pooling_image.append(float(pool[b, n_text:].sum()))
+                pooling_face.append(float(patch_pool[face].sum() / patch_pool.sum().clamp_min(1e-12)))
+    if hook is not None:
+        hook.remove()
     first_a, all_a, uni_a = (np.asarray(v) for v in (first_head, all_heads, uniform))
     return {
         "split": split, "posts": len(uni_a), "patches": side * side,
@@ -95,7 +110,27 @@ def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, b
         "ratio_all_heads": float(all_a.mean() / uni_a.mean()),
         "median_per_post_ratio_all_heads": float(np.median(all_a / uni_a)),
         "text_attention_on_image": float(np.mean(image_mass)),
+        "ratio_all_heads_per_layer": [float(v) for v in np.asarray(per_layer).mean(0) / uni_a.mean()],
+        "pooling_share_on_image": float(np.mean(pooling_image)) if pooling_image else None,
+        "pooling_face_share": float(np.mean(pooling_face)) if pooling_face else None,
+        "pooling_ratio": float(np.mean(pooling_face) / uni_a.mean()) if pooling_face else None,
     }
+
+
+def _pooling_weights(model, captured: list) -> torch.Tensor | None:
+    """The attention-pooling weights [B, L] of the forward pass whose pooling inputs were captured."""
+    if not captured:
+        return None
+    tokens, keep = captured[-1]
+    scores = model.pooling.score(tokens).squeeze(-1).masked_fill(~keep, float("-inf"))
+    return scores.softmax(dim=-1).float().cpu()
+
+
+def _face_share(weights: torch.Tensor, tokens: list[int], n_text: int, face: torch.Tensor) -> torch.Tensor:
+    """[heads, tokens]: share of each text token's patch attention (renormalised over patches) on the face."""
+    patches = weights[:, tokens, n_text + 1 :]  # skip the global image token, as the figure does
+    grids = patches / patches.sum(-1, keepdim=True).clamp_min(1e-12)  # as attention_grid renormalises
+    return grids[..., face].sum(-1)
 
 
 @torch.no_grad()
@@ -108,6 +143,12 @@ def disagreement_table(loaded, data_root: str | Path, split: str = "dev", *, bat
     data = load_split(data_root, "probe", split)
     samples = [s for s in data.samples if s.image_path is not None]
     model = loaded.model.to(device).eval()
+    cache = None
+    if not any(p.requires_grad for p in model.image_encoder.parameters()):  # every picture is seen once per text
+        from clmlf.image_cache import ImageFeatureCache
+
+        cache = ImageFeatureCache(max_entries=len(samples))
+        cache.install(model.image_encoder)
     counts: dict[tuple[int, int], list[int]] = {}
     for text_label, sentences in SENTIMENT_TEXTS.items():
         for rows in _batches(len(samples), batch_size):
@@ -123,6 +164,8 @@ def disagreement_table(loaded, data_root: str | Path, split: str = "dev", *, bat
                     row[2] += 1
                 if guess not in (sample.label, text_label):
                     row[3] += 1
+    if cache is not None:
+        cache.uninstall()
     table = []
     for (text_label, face_label), (n, face, text, neither) in sorted(counts.items()):
         table.append({"text": LABELS[text_label], "face": LABELS[face_label], "agree": text_label == face_label,
@@ -138,7 +181,12 @@ def format_attention(result: dict, name: str) -> str:
         f"({result['ratio_first_head']:.2f}x uniform)\n"
         f"face share, mean over heads: {result['face_share_all_heads']:.4f} ({result['ratio_all_heads']:.2f}x uniform; "
         f"median per post {result['median_per_post_ratio_all_heads']:.2f}x)\n"
-        f"text tokens' attention mass on image tokens (before renormalising): {result['text_attention_on_image']:.4f}"
+        f"text tokens' attention mass on image tokens (before renormalising): {result['text_attention_on_image']:.4f}\n"
+        f"mean over heads per fusion layer (first to last): "
+        f"{', '.join(f'{r:.2f}x' for r in result['ratio_all_heads_per_layer'])}"
+        + ("" if result["pooling_face_share"] is None else
+           f"\nattention pooling: {result['pooling_share_on_image']:.4f} of its mass on image tokens; of the patch "
+           f"part, {result['pooling_face_share']:.4f} on the face ({result['pooling_ratio']:.2f}x uniform)")
     )
 
 
