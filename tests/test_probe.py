@@ -135,7 +135,7 @@ def test_image_cache_with_augmentation_is_refused_in_one_line(tmp_path, capsys):
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and "--no-image-augment" in err
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(width=st.integers(60, 900), height=st.integers(60, 900), data=st.data())
 def test_face_patches_cover_the_face_and_nothing_far_from_it(width, height, data):
     vx0, vy0, vx1, vy1 = visible_square(width, height)
