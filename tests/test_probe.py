@@ -1,8 +1,8 @@
 """The image-sentiment probe: builder determinism and balance, bad inputs, and that CLMLF learns it from pixels.
 
-The training test uses the real frozen EfficientNet-Lite0 and MiniLM on a few
-hundred probe images (features cached, tiny fusion) and compares against the
-same recipe with the images ignored.
+The training test uses the real frozen EfficientNet-Lite0 on a few hundred probe
+images (features cached, tiny fusion, tiny random text encoder) and compares
+against the same recipe with the images ignored.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ def test_a_face_filling_the_crop_covers_every_patch():
 
 # ----------------------------------------------------------------------------- learning from pixels
 
-PROBE_RECIPE = ["--fusion-dim", "64", "--fusion-layers", "1", "--image-layers", "1", "--max-text-len", "32",
+PROBE_RECIPE = ["--text-encoder", "tiny-random-bert", "--fusion-dim", "64", "--fusion-layers", "1", "--image-layers", "1", "--max-text-len", "32",
                 "--epochs", "6", "--stage1-epochs", "6", "--lr", "1e-3", "--batch-size", "16", "--threads", "1",
                 "--no-progress", "--no-lbcl", "--no-dbcl", "--no-image-augment", "--seed", "0"]
 
@@ -197,6 +197,7 @@ def _evaluate(capsys, run: Path, data: Path, split: str) -> dict:
 
 @needs_font
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about a minute on 2 idle cores; the margin is for a machine shared by many jobs
 def test_clmlf_learns_the_probe_from_pixels_and_text_alone_cannot(trained, capsys):
     data, with_images, text_only = trained
     text_acc = _best_dev_accuracy(text_only)
@@ -212,6 +213,7 @@ def test_clmlf_learns_the_probe_from_pixels_and_text_alone_cannot(trained, capsy
 
 @needs_font
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_probe_attention_and_disagreement_report_shares(trained, capsys):
     data, with_images, _ = trained
     capsys.readouterr()
