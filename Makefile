@@ -12,12 +12,14 @@ TOOLS_STAMP := $(TOOLS)/.installed-stamp
 
 setup: $(STAMP)
 
-# Prometheus/promtool/Alertmanager back the rule and scrape tests; redis-server backs the outage tests.
+# Prometheus/promtool/Alertmanager back the rule and scrape tests; redis-server backs the outage tests;
+# fonts-noto-color-emoji gives the image probe its faces (clmlf probe build, tests/test_probe.py).
+EMOJI_FONT := /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 system-deps:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1; then \
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 || ! command -v redis-server >/dev/null 2>&1 || [ ! -f $(EMOJI_FONT) ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager redis-server >/dev/null; \
-	  else echo "note: install prometheus, prometheus-alertmanager and redis-server (Debian) for the full test suite"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager redis-server fonts-noto-color-emoji >/dev/null; \
+	  else echo "note: install prometheus, prometheus-alertmanager, redis-server and fonts-noto-color-emoji (Debian) for the full test suite"; fi; \
 	fi
 
 $(STAMP): pyproject.toml

@@ -14,6 +14,10 @@ fusion width ``--fusion-dim``, 3 fusion + 2 image layers as in the MVSA-Single p
 * ``30% photos, cached``: as above with a photo on 30% of the posts (the
   distractor rate of the embedded default model), image encoder forward included;
 * ``all photos, cached``: every post has a photo (the published setting);
+* ``all photos, image cache``: as above with the frozen image encoder's feature
+  maps memoised too (clmlf.image_cache, ``clmlf train --no-image-augment
+  --image-cache``): the steady state from the second epoch on, when every
+  picture recurs unchanged (no augmentation);
 * ``text, CE only``: MLF-only ablation row (no contrastive losses, one view).
 
 CPU peak = ``ru_maxrss`` at the end minus ``ru_maxrss`` after building the model.
@@ -40,6 +44,7 @@ SETUPS = {
     "text, cached": {"photo_share": 0.0, "cache": True, "contrastive": True},
     "30% photos, cached": {"photo_share": 0.3, "cache": True, "contrastive": True},
     "all photos, cached": {"photo_share": 1.0, "cache": True, "contrastive": True},
+    "all photos, image cache": {"photo_share": 1.0, "cache": True, "contrastive": True, "image_cache": True},
     "text, CE only, cached": {"photo_share": 0.0, "cache": True, "contrastive": False},
 }
 
@@ -85,6 +90,10 @@ def run_child(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     if setup["cache"]:
         TextStateCache().install(model.text_encoder)
+    if setup.get("image_cache"):
+        from clmlf.image_cache import ImageFeatureCache
+
+        ImageFeatureCache().install(model.image_encoder)  # filled by the untimed warm-up step
     base_rss = _rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

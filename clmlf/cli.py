@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     "clmlf.commands.evaluate",
     "clmlf.commands.predict",
     "clmlf.commands.visualize",
+    "clmlf.commands.probe",
 )
 
 
@@ -24,7 +25,7 @@ def build_parser() -> OneLineArgumentParser:
     parser = OneLineArgumentParser(
         prog="clmlf",
         description="CLMLF multimodal (text + image) sentiment model: train it, evaluate it, "
-        "label posts with it, and draw its attention and cluster figures.",
+        "label posts with it, draw its attention and cluster figures, and build the image probe.",
         epilog="Run 'clmlf COMMAND --help' for the options of one command.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)

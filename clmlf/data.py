@@ -90,6 +90,14 @@ DATASETS: dict[str, DatasetSpec] = {
         kind="tombert",
         image_dir="twitter2017_images",
     ),
+    # Written by `clmlf probe build --out DIR` straight into DIR (clmlf/probe.py); test = held-out glyphs.
+    "probe": DatasetSpec(
+        name="probe",
+        folder=".",
+        split_files={s: f"{s}.json" for s in SPLITS},
+        label_names=MVSA_LABELS,
+        translation_file="probe_translation.json",
+    ),
 }
 
 
@@ -153,7 +161,8 @@ def load_split(data_root: str | Path, dataset: str, split: str, probe_images: bo
     root = Path(data_root)
     path = root / spec.folder / spec.split_files[split]
     if not path.is_file():
-        raise DataFormatError(f"{path}: split file not found (is --data-root the folder holding {spec.folder}/?)")
+        hint = "a folder written by clmlf probe build" if spec.folder == "." else f"the folder holding {spec.folder}/"
+        raise DataFormatError(f"{path}: split file not found (is --data-root {hint}?)")
     stats = LoadStats()
     if spec.kind == "tombert":
         samples = _read_tombert(path, root / spec.image_dir, stats)

@@ -71,6 +71,10 @@ PRESETS: dict[str, Preset] = {
                         selection_metric="f1_macro"),
     "twitter17": Preset("twitter17", fusion_layers=3, image_layers=2, batch_size=32, aspect=True,
                         selection_metric="f1_macro"),
+    # The image-sentiment probe (clmlf probe build): no published recipe; CPU-sized defaults,
+    # text encoder frozen throughout (the text carries no label), accuracy picks the best epoch.
+    "probe": Preset("probe", fusion_layers=2, image_layers=0, batch_size=32, stage1_epochs=5, stage2_epochs=0,
+                    lr=1e-4, fusion_dim=256, max_text_len=64, selection_metric="accuracy"),
 }
 
 

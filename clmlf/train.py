@@ -95,6 +95,8 @@ class TrainConfig(BaseModel):
     cache_text: bool = True
     text_cache_file: Path | None = None
     use_images: bool | None = None
+    image_augment: bool = True  # flip + RandAugment on training images (off: every image recurs unchanged)
+    cache_images: bool = False  # memoise the frozen image encoder's feature maps (needs image_augment off)
     distractor_rate: float = Field(0.0, ge=0, le=1)
     distractor_pool: int = Field(256, ge=1)
     limit_train: int | None = Field(None, ge=1)
@@ -118,6 +120,8 @@ class TrainConfig(BaseModel):
             raise ValueError("--prior-shift is chosen on the held-out slice: it needs --holdout-fraction > 0")
         if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
             raise ValueError(f"fusion width {self.fusion_dim} must be even and divisible by its d/64 heads")
+        if self.cache_images and self.image_augment:
+            raise ValueError("the image feature cache needs --no-image-augment (augmented pixels never recur)")
         return self
 
     @model_validator(mode="after")
@@ -507,7 +511,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from clmlf.augment import train_image_augment
+    from clmlf.augment import identity_augment, train_image_augment
     from clmlf.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
     from clmlf.checkpoint import save_checkpoint
     from clmlf.distractors import distractor_images
@@ -559,7 +563,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.distractor_rate > 0:
         distractors = list(distractor_images(cfg.distractor_pool, pool="train", seed=cfg.seed, size=model_config.resize))
     train_set = PostDataset(
-        train_samples, pre, augment=train_image_augment(), with_augmented_view=cfg.dbcl,
+        train_samples, pre, augment=train_image_augment() if cfg.image_augment else identity_augment,
+        with_augmented_view=cfg.dbcl,
         distractors=distractors, distractor_rate=cfg.distractor_rate, seed=cfg.seed, use_images=cfg.use_images,
     )
     eval_sets = {name: PostDataset(samples, pre, use_images=cfg.use_images) for name, samples in data.reports.items()}
@@ -577,10 +582,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     objective = TrainingObjective(model, cfg, log_prior=(counts / counts.sum()).log().to(device))
     step_fn: nn.Module | None = None
 
-    if cfg.distractor_rate > 0:
+    if cfg.distractor_rate > 0 or cfg.cache_images:
         from clmlf.image_cache import ImageFeatureCache
 
-        ImageFeatureCache(max_entries=cfg.distractor_pool).install(model.image_encoder)
+        recurring = len(train_samples) + len(data.eval_samples()) if cfg.cache_images else 0
+        ImageFeatureCache(max_entries=cfg.distractor_pool + recurring).install(model.image_encoder)
     cache = None
     if cfg.cache_text and state["epoch"] < cfg.stage1_epochs:
         cache = _prefilled_cache(cfg, model, pre, train_samples, data.eval_samples(), dist_info)

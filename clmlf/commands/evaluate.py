@@ -8,7 +8,7 @@ import sys
 
 from clmlf.settings import add_precision_arguments, env_default, setup_logging
 
-DATASET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
+DATASET_NAMES = ("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17", "probe")
 
 EPILOG = """\
 examples:

@@ -6,7 +6,7 @@ import argparse
 
 from clmlf.settings import build_config, env_default, setup_logging
 
-PRESET_NAMES = ("default", "mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17")
+PRESET_NAMES = ("default", "mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17", "probe")
 
 EPILOG = """\
 examples:
@@ -24,6 +24,9 @@ examples:
   # ablation: MLF only (no contrastive losses), then the paper's LBCL form
   clmlf train --preset mvsa-single --data-root data --out runs/mlf --no-lbcl --no-dbcl
   clmlf train --preset mvsa-single --data-root data --out runs/paper --lbcl-form paper
+
+  # the image-sentiment probe (clmlf probe build --out probe): frozen image features cached
+  clmlf train --preset probe --data-root probe --out runs/probe --no-image-augment --image-cache
 
   # continue a run that crashed or was stopped with --max-steps
   clmlf train --preset mvsa-single --data-root data --out runs/mvsa-single --resume
@@ -105,6 +108,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rec.add_argument("--images", action=argparse.BooleanOptionalAction, default=None,
                      help="--no-images: ignore dataset images: a text-only model (trained_with_images: false) that "
                           "never fetches, decodes or uses an image when it serves (preset: on, off for default)")
+    rec.add_argument("--no-image-augment", action="store_true",
+                     help="no flip / RandAugment on training images (DBCL's views then differ by text only)")
     rec.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
@@ -115,6 +120,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="data loader processes (default 0)")
     rt.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     rt.add_argument("--no-text-cache", action="store_true", help="do not memoise the frozen text encoder's states")
+    rt.add_argument("--image-cache", action="store_true",
+                    help="memoise the frozen image encoder's feature maps (with --no-image-augment)")
     rt.add_argument("--text-cache-file", metavar="FILE", help="read/write the frozen text encoder's states here (reused across runs)")
     rt.add_argument("--eval-batch-size", type=int, metavar="N", default=64)
     rt.add_argument("--save-every", type=int, metavar="N", default=0, help="also write OUT/resume every N steps")
@@ -143,7 +150,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "length_bucketing": args.length_bucketing, "prior_shift": args.prior_shift,
         "lr_schedule": args.lr_schedule,
         "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
-        "distractor_rate": args.distractor_rate, "use_images": args.images, "limit_train": args.limit_train,
+        "distractor_rate": args.distractor_rate, "use_images": args.images,
+        "image_augment": not args.no_image_augment, "cache_images": args.image_cache, "limit_train": args.limit_train,
         "device": args.device, "amp": args.amp, "compile": args.compile, "workers": args.workers,
         "threads": args.threads, "cache_text": not args.no_text_cache,
         "text_cache_file": args.text_cache_file, "eval_batch_size": args.eval_batch_size,

@@ -46,7 +46,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _checkpoint_arg(clu)
     clu.add_argument("--data-root", default=env_default("CLMLF_DATA_ROOT"), help="dataset folder (env CLMLF_DATA_ROOT)")
-    clu.add_argument("--dataset", required=True, choices=("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17"))
+    clu.add_argument("--dataset", required=True, choices=("mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17", "probe"))
     clu.add_argument("--split", default="dev", choices=("train", "dev", "test"))
     clu.add_argument("--max-samples", type=int, default=2000, help="random subset for t-SNE speed (default 2000)")
     clu.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,94 @@
+"""Training throughput on the image probe, image-feature cache on and off, interleaved in one process.
+
+One model (the ``probe`` preset: MiniLM frozen with its states cached, EfficientNet-Lite0
+frozen, 2 fusion layers, width 256), one batch of ``--batch-size`` real probe posts.
+Each timed step is a whole training step as ``clmlf train --no-image-augment`` runs
+it: load + decode + resize the JPEGs (``PostDataset``), collate, forward, CE
+(+ LBCL), backward, AdamW. The two setups alternate step by step, so load from
+other jobs hits both alike; medians over ``--rounds`` are reported:
+
+* ``cache off``: the frozen image encoder runs on every picture (what every epoch
+  costs with augmentation, and the first epoch with ``--image-cache``);
+* ``cache on``: its feature maps come from ``clmlf.image_cache`` (epochs 2+ of
+  ``clmlf train --no-image-augment --image-cache``).
+
+    .venv/bin/python bench/probe_throughput.py --data-root runs/probe --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", required=True, help="a folder written by clmlf probe build")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--lbcl", action="store_true", help="add the label-based loss (default: CE only, the MLF row)")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+
+    from clmlf.batches import BatchCollator, PostDataset
+    from clmlf.data import load_split
+    from clmlf.image_cache import ImageFeatureCache
+    from clmlf.model import CLMLF
+    from clmlf.preprocess import Preprocessor
+    from clmlf.text_cache import TextStateCache
+    from clmlf.train import TrainConfig, TrainingObjective, build_model_config
+
+    torch.set_num_threads(args.threads)
+    cfg = TrainConfig(preset="probe", data_root=args.data_root, out=".", lbcl=args.lbcl, dbcl=False,
+                      image_augment=False)
+    split = load_split(args.data_root, "probe", "train")
+    model_config = build_model_config(cfg, split.label_names)
+
+    def make_step(image_cache: bool):
+        """One model + optimizer; a closure timing one full training step on the batch."""
+        torch.manual_seed(0)
+        model = CLMLF(model_config)
+        pre = Preprocessor(model_config, model.text_encoder.tokenizer)
+        dataset, collate = PostDataset(split.samples[: args.batch_size], pre), BatchCollator(pre)
+        TextStateCache().install(model.text_encoder)
+        if image_cache:
+            ImageFeatureCache(max_entries=args.batch_size).install(model.image_encoder)
+        objective = TrainingObjective(model, cfg).train()
+        optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=cfg.lr)
+
+        def step() -> float:
+            start = time.perf_counter()
+            batch = collate([dataset[i] for i in range(len(dataset))])
+            objective(batch)["loss"].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return time.perf_counter() - start
+
+        step()  # untimed: fills the text cache (and the image cache)
+        return step
+
+    steps = {"cache off": make_step(False), "cache on": make_step(True)}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            times[name].append(step())
+    print(f"command: python bench/probe_throughput.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}; batch {args.batch_size} "
+          f"probe posts, {'CE + LBCL' if args.lbcl else 'CE only'}, medians of {args.rounds} interleaved steps\n")
+    print("| setup | step (s) | samples/s | vs cache off |")
+    print("|---|---|---|---|")
+    base = statistics.median(times["cache off"])
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| image {name} | {median:.2f} | {args.batch_size / median:.1f} | {base / median:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
