@@ -10,12 +10,11 @@ the result record serialises.  The budget is ``CLMLF_FUZZ_EXAMPLES`` (300 in CI)
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import unicodedata
 
 import pytest
+from fuzz_testlib import Digits, dumps_hostile, json_values, post_like
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -35,56 +34,6 @@ from clmlf.posts import (
 EXAMPLES = int(os.environ.get("CLMLF_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                              HealthCheck.data_too_large])
-
-# Any code point, lone surrogates included (what "\udXXX" escapes in JSON decode to).
-any_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=40)
-
-
-class Digits:
-    """An integer literal of ``n`` digits, written into the JSON text as such (Python cannot even build it
-    as an int past 4,300 digits)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-
-huge_int = st.integers(min_value=4301, max_value=6000).map(Digits)
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), huge_int,
-                         st.floats(allow_nan=True, allow_infinity=True), any_text)
-json_values = st.recursive(json_scalars, lambda kids: st.one_of(
-    st.lists(kids, max_size=4), st.dictionaries(any_text, kids, max_size=4)), max_leaves=12)
-
-
-def at_and_beyond(limit: int, char: str = "x") -> st.SearchStrategy[str]:
-    """Strings of exactly ``limit`` and ``limit + 1`` characters (and tiny ones)."""
-    return st.sampled_from([0, 1, limit - 1, limit, limit + 1]).map(lambda n: char * max(0, n))
-
-
-field_values = {
-    "id": st.one_of(at_and_beyond(MAX_ID_CHARS), any_text, json_values),
-    "text": st.one_of(at_and_beyond(MAX_TEXT_CHARS), any_text, json_values),
-    "topics": st.one_of(
-        st.lists(st.one_of(at_and_beyond(MAX_TOPIC_CHARS, "t"), any_text), max_size=MAX_TOPICS + 2),
-        st.sampled_from([[f"t{i}" for i in range(MAX_TOPICS)], [f"t{i}" for i in range(MAX_TOPICS + 1)]]),
-        json_values),
-    "image_url": st.one_of(st.just("https://example.com/a.png"), st.just("http://x"), any_text, json_values),
-    "image_b64": st.one_of(st.just("aGVsbG8="), any_text, json_values),
-    "created_at": st.one_of(st.just("2026-01-01T00:00:00Z"), st.integers(), huge_int, st.floats(),
-                            any_text, json_values),
-    "aspect": st.one_of(at_and_beyond(1000), json_values),
-    "lang": st.one_of(at_and_beyond(64), json_values),
-}
-post_like = st.fixed_dictionaries({}, optional=field_values).flatmap(
-    lambda d: st.dictionaries(any_text, json_values, max_size=3).map(lambda extra: {**extra, **d}))
-
-
-def _dumps(value: object) -> bytes:
-    """JSON bytes of ``value``; lone surrogates become ``\\udXXX`` escapes, as a hostile producer sends them,
-    and every :class:`Digits` becomes a bare integer literal of that many digits."""
-    text = json.dumps(value, ensure_ascii=True, allow_nan=True,
-                      default=lambda d: f"\x00digits:{d.n}\x00")
-    return re.sub(r'"\\u0000digits:(\d+)\\u0000"', lambda m: "9" * int(m.group(1)), text).encode("ascii")
-
 
 def assert_total_and_storable(raw: bytes | str) -> Post | None:
     try:
@@ -119,7 +68,7 @@ def test_arbitrary_bytes_are_parsed_or_rejected(raw):
 @FUZZ
 @given(json_values)
 def test_arbitrary_json_is_parsed_or_rejected(value):
-    assert_total_and_storable(_dumps(value))
+    assert_total_and_storable(dumps_hostile(value))
 
 
 @FUZZ
@@ -128,7 +77,7 @@ def test_arbitrary_json_is_parsed_or_rejected(value):
 @example({"id": "a", "text": "x", "topics": ["acme\udfff"]})
 @example({"id": "a", "text": "x", "n": Digits(5000)})
 def test_post_shaped_records_are_parsed_or_rejected(obj):
-    raw = _dumps(obj)
+    raw = dumps_hostile(obj)
     assert_total_and_storable(raw)
     assert_total_and_storable(raw.decode("ascii"))  # the JSONL path of `clmlf predict` gets str
 
@@ -137,7 +86,7 @@ def test_post_shaped_records_are_parsed_or_rejected(obj):
 @given(st.lists(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cc"]), min_size=1,
                         max_size=MAX_TOPIC_CHARS).filter(lambda t: t.strip()), min_size=1, max_size=MAX_TOPICS))
 def test_valid_topics_are_kept_in_canonical_form_and_order(topics):
-    post = parse_post(_dumps({"id": "p", "text": "x", "topics": topics}))
+    post = parse_post(dumps_hostile({"id": "p", "text": "x", "topics": topics}))
     expected = list(dict.fromkeys(unicodedata.normalize("NFC", t).strip() for t in topics))
     if all(1 <= len(t) <= MAX_TOPIC_CHARS for t in expected):
         assert list(post.topics) == expected
@@ -155,12 +104,12 @@ def test_valid_topics_are_kept_in_canonical_form_and_order(topics):
 ])
 def test_records_storage_cannot_hold_are_rejected(obj, reason):
     with pytest.raises(InvalidPost) as info:
-        parse_post(_dumps(obj))
+        parse_post(dumps_hostile(obj))
     assert info.value.reason == reason
 
 
 def test_topics_meet_in_one_canonical_form():
     decomposed, composed = "Cafe\u0301", "Caf\u00e9"
-    post = parse_post(_dumps({"id": "a", "text": "x", "topics": [f" {decomposed} ", composed, "acme"]}))
+    post = parse_post(dumps_hostile({"id": "a", "text": "x", "topics": [f" {decomposed} ", composed, "acme"]}))
     assert post.topics == (composed, "acme")
     assert canonical_topic(" Acme ") == "Acme"  # case is kept
