@@ -445,9 +445,10 @@ class Pipeline:
             log.warning("reset of %s[%d] failed: %s", tp.topic, tp.partition, exc)
             return
         self.metrics.offset_resets.labels(topic=tp.topic, partition=str(tp.partition)).inc()
-        log.warning("%s[%d]: position %d is beyond the end of the partition (%d): the topic was recreated or "
-                    "the broker lost its data; resetting to the %s offset (auto_offset_reset=%s)", tp.topic,
-                    tp.partition, position, high, "latest" if policy == "latest" else "earliest", policy)
+        # Formatted here: the log throttle keys on the template, and every partition's reset must show.
+        log.warning(f"{tp.topic}[{tp.partition}]: position {position} is beyond the end of the partition "
+                    f"({high}): the topic was recreated or the broker lost its data; resetting to the "
+                    f"{'latest' if policy == 'latest' else 'earliest'} offset (auto_offset_reset={policy})")
 
     def _idle_expired(self) -> bool:
         limit = self.settings.exit_when_idle
