@@ -430,3 +430,70 @@ def test_metrics_server_binds_loopback_unless_told(monkeypatch):
     assert parse([*BASE, "--metrics-host", "0.0.0.0"]).metrics_host == "0.0.0.0"
     monkeypatch.setenv("CLMLF_METRICS_HOST", "::")
     assert parse(BASE).metrics_host == "::"
+
+
+# ------------------------------------------------------------------ loop: commits and lost partitions
+
+class CommitLog:
+    """The consumer's commit API, scripted: raises while ``down``, records what was committed."""
+
+    def __init__(self) -> None:
+        self.down, self.commits = False, []
+
+    def commit(self, offsets):
+        from kafka.errors import KafkaConnectionError
+
+        if self.down:
+            raise KafkaConnectionError("broker unreachable")
+        self.commits.append({tp.partition: meta.offset for tp, meta in offsets.items()})
+
+    def seek(self, tp, offset):
+        pass
+
+
+def test_finished_work_of_lost_partitions_is_committed_when_they_return_and_the_stop_never_lies(caplog):
+    """Finding 7: after lost partitions, --exit-when-idle logged "offsets committed" though the last
+    commit had failed and the finished work was never committed."""
+    import asyncio
+
+    from kafka import TopicPartition
+
+    from consumers.pipeline import LoopSettings, Pipeline, _Rebalance
+
+    class Idle:
+        error = None
+
+    consumer, completions = CommitLog(), queue.Queue()
+    pipeline = Pipeline(LoopSettings("posts", "posts.dlq", 100, None, 1.0), consumer,
+                        DeadLetterWriter(producer=None), None, queue.Queue(), Idle(), queue.Queue(), Idle(),
+                        completions, PipelineMetrics())
+    listener, tp = _Rebalance(pipeline), TopicPartition("posts", 0)
+    asyncio.run(listener.on_partitions_assigned({tp}))
+    for offset in range(8):
+        completions.put(Done(pipeline.tracker.start_owned(tp, offset), offset))
+    consumer.down = True
+    pipeline._collect()
+    assert not pipeline._commit()  # the work is stored, its commit fails ...
+    asyncio.run(listener.on_partitions_lost({tp}))  # ... and the session expires: dropped without a commit
+    consumer.down = False
+    caplog.set_level(logging.INFO, logger="consumers.pipeline")
+    asyncio.run(listener.on_partitions_assigned({tp}))  # the group gives the partition back
+    assert pipeline._drain() == 0
+    assert consumer.commits == [{0: 8}]  # the work finished before the loss is committed now
+    assert caplog.records[-1].getMessage() == "stopped cleanly; offsets committed"
+
+    # Lost for good (another member owns it now): the stop must not claim a commit.
+    pipeline = Pipeline(LoopSettings("posts", "posts.dlq", 100, None, 1.0), consumer,
+                        DeadLetterWriter(producer=None), None, queue.Queue(), Idle(), queue.Queue(), Idle(),
+                        completions, PipelineMetrics())
+    listener = _Rebalance(pipeline)
+    asyncio.run(listener.on_partitions_assigned({tp}))
+    completions.put(Done(pipeline.tracker.start_owned(tp, 8), 8))
+    consumer.down = True
+    pipeline._collect()
+    assert not pipeline._commit()
+    asyncio.run(listener.on_partitions_lost({tp}))
+    consumer.down = False
+    assert pipeline._drain() == 0
+    last = caplog.records[-1].getMessage()
+    assert "offsets committed" not in last and "posts[0]" in last and "lost" in last, last
