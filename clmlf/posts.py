@@ -10,6 +10,7 @@ label and in the dead-letter envelope) and whose ``detail`` is one readable line
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ REASONS = (
     "bad_aspect",
     "bad_lang",
     "no_content",
+    "unparseable",
 )
 
 
@@ -121,6 +123,34 @@ def parse_time(value: Any) -> float:
     return ts
 
 
+def encodes_as_utf8(value: str) -> bool:
+    """False for strings that UTF-8 cannot hold (lone surrogates such as ``"\\ud800"`` in JSON)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def canonical_topic(raw: str) -> str:
+    """The one normal form of a watch-topic name, or ValueError.
+
+    Unicode NFC, surrounding whitespace stripped, case kept; the result must be
+    1..:data:`MAX_TOPIC_CHARS` characters, encodable as UTF-8 (no lone
+    surrogates) and free of control characters.  Writers (the parser) and
+    readers (``clmlf-monitor query --topic``) apply the same function, so
+    ``"Acme "``, ``"Acme"`` and a decomposed ``"Acme\u0301"`` vs ``"Acm\u00e9"`` meet.
+    """
+    if not encodes_as_utf8(raw):
+        raise ValueError("topic is not valid Unicode (lone surrogate)")
+    topic = unicodedata.normalize("NFC", raw).strip()
+    if not topic or len(topic) > MAX_TOPIC_CHARS:
+        raise ValueError(f"each topic must be 1..{MAX_TOPIC_CHARS} non-blank characters")
+    if any(unicodedata.category(c) == "Cc" for c in topic):
+        raise ValueError("topics may not contain control characters")
+    return topic
+
+
 def _optional_str(obj: dict, key: str, reason: str, max_chars: int) -> str | None:
     value = obj.get(key)
     if value is None:
@@ -129,6 +159,8 @@ def _optional_str(obj: dict, key: str, reason: str, max_chars: int) -> str | Non
         raise InvalidPost(reason, f"'{key}' must be a string")
     if len(value) > max_chars:
         raise InvalidPost(reason, f"'{key}' longer than {max_chars} characters")
+    if not encodes_as_utf8(value):
+        raise InvalidPost(reason, f"'{key}' is not valid Unicode (lone surrogate)")
     return value
 
 
@@ -141,6 +173,8 @@ def post_from_dict(obj: Any) -> Post:
     post_id = obj["id"]
     if not isinstance(post_id, str) or not (1 <= len(post_id) <= MAX_ID_CHARS):
         raise InvalidPost("bad_id", f"'id' must be a string of 1..{MAX_ID_CHARS} characters")
+    if not encodes_as_utf8(post_id):
+        raise InvalidPost("bad_id", "'id' is not valid Unicode (lone surrogate)")
 
     text = obj.get("text")
     if text is None:
@@ -151,6 +185,8 @@ def post_from_dict(obj: Any) -> Post:
         raise InvalidPost("bad_text", "'text' must be a string")
     if len(text) > MAX_TEXT_CHARS:
         raise InvalidPost("bad_text", f"'text' longer than {MAX_TEXT_CHARS} characters")
+    if not encodes_as_utf8(text):
+        raise InvalidPost("bad_text", "'text' is not valid Unicode (lone surrogate)")
 
     topics_raw = obj.get("topics")
     if topics_raw is None or topics_raw == []:
@@ -160,9 +196,10 @@ def post_from_dict(obj: Any) -> Post:
             raise InvalidPost("bad_topics", "'topics' must be a list of strings")
         if len(topics_raw) > MAX_TOPICS:
             raise InvalidPost("bad_topics", f"more than {MAX_TOPICS} topics")
-        cleaned = [t.strip() for t in topics_raw]
-        if any(not t or len(t) > MAX_TOPIC_CHARS for t in cleaned):
-            raise InvalidPost("bad_topics", f"each topic must be 1..{MAX_TOPIC_CHARS} non-blank characters")
+        try:
+            cleaned = [canonical_topic(t) for t in topics_raw]
+        except ValueError as exc:
+            raise InvalidPost("bad_topics", str(exc)) from None
         topics = tuple(dict.fromkeys(cleaned))  # de-duplicated, order kept
 
     image_url = _optional_str(obj, "image_url", "bad_image_url", MAX_URL_CHARS)
@@ -196,7 +233,21 @@ def post_from_dict(obj: Any) -> Post:
 
 
 def parse_post(raw: bytes | str) -> Post:
-    """Parse one raw message (Kafka value or JSONL line) into a :class:`Post`."""
+    """Parse one raw message (Kafka value or JSONL line) into a :class:`Post`.
+
+    Total: every input either returns a :class:`Post` or raises :class:`InvalidPost`
+    (an unexpected failure inside validation is reason ``unparseable``), so one
+    record can never take its consumer down.
+    """
+    try:
+        return _parse_post(raw)
+    except InvalidPost:
+        raise
+    except Exception as exc:  # one record, one fate: whatever else breaks, this record is rejected
+        raise InvalidPost("unparseable", f"{type(exc).__name__}: {exc}"[:300]) from None
+
+
+def _parse_post(raw: bytes | str) -> Post:
     if raw is None:
         raise InvalidPost("invalid_json", "empty message (tombstone)")
     if isinstance(raw, bytes | bytearray | memoryview):
@@ -210,8 +261,8 @@ def parse_post(raw: bytes | str) -> Post:
         raise InvalidPost("too_large", f"message larger than {MAX_RECORD_BYTES} bytes")
     try:
         obj = json.loads(raw)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidPost("invalid_json", f"not valid JSON: {getattr(exc, 'msg', exc)}") from None
+    except (ValueError, RecursionError) as exc:  # ValueError: also Python's int-digit limit (4300 digits)
+        raise InvalidPost("invalid_json", f"not valid JSON: {getattr(exc, 'msg', exc)}"[:300]) from None
     return post_from_dict(obj)
 
 

@@ -59,16 +59,34 @@ class AlertLoop(threading.Thread):
         while not self._stop_event.wait(self._interval):
             self.evaluate_once()
 
-    def close(self) -> None:
-        """Stop the periodic evaluations (waits for one in flight)."""
+    def close(self, timeout: float = FINAL_JOIN_TIMEOUT) -> None:
+        """Stop the periodic evaluations (waits up to ``timeout`` s for one in flight)."""
         self._stop_event.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout=FINAL_JOIN_TIMEOUT)
+        if self.is_alive() and threading.current_thread() is not self and timeout > 0:
+            self.join(timeout=timeout)
 
-    def final_evaluation(self) -> bool:
-        """Stop the loop, then evaluate once more (the member's last stored posts included)."""
-        self.close()
-        return self.evaluate_once()
+    def final_evaluation(self, timeout: float | None = None) -> bool:
+        """Stop the loop, then evaluate once more (the member's last stored posts included).
+
+        With ``timeout``, waiting for an evaluation in flight and the final one together take at
+        most that long; an evaluation still running then is abandoned (False)."""
+        if timeout is None:
+            self.close()
+            return self.evaluate_once()
+        deadline = time.monotonic() + timeout
+        self.close(timeout=timeout)
+        if self.is_alive():
+            log.warning("final alert evaluation skipped: an evaluation is still running (Redis slow?)")
+            return False
+        outcome: list[bool] = []
+        final = threading.Thread(target=lambda: outcome.append(self.evaluate_once()), name="alert-final",
+                                 daemon=True)
+        final.start()
+        final.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not outcome:
+            log.warning("final alert evaluation abandoned after %.1fs (Redis slow?)", timeout)
+            return False
+        return outcome[0]
 
 
 class TopicCappedGauge:

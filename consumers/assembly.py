@@ -20,7 +20,7 @@ from consumers.health import HealthServer
 from consumers.image_stage import ImageStage
 from consumers.metrics import PipelineMetrics
 from consumers.pipeline import LoopSettings, Pipeline
-from consumers.sinks import SinkWriter
+from consumers.sinks import SinkWriter, kafka_is_down, redis_is_down
 from consumers.text_only_stage import TextOnlyStage
 from consumers.work import WorkItem
 from consumers.worker import ModelWorker
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # A broker that cannot be reached at start-up ends the process (exit 1) after this long;
 # once running, outages are retried for as long as they last.
 BOOTSTRAP_TIMEOUT_MS = 10_000
+FINAL_ALERT_MIN_SECONDS = 2.0  # the final evaluation's budget when the drain left less of the grace
+PROBE_REDIS_TIMEOUT = 1.0  # seconds; Kubernetes gives /readyz 3 s
 
 
 @dataclass
@@ -44,17 +46,23 @@ class Assembled:
 
     def run(self) -> int:
         """Run the pipeline until it stops; after a clean stop (final commit done) evaluate the
-        trend alerts once more, so the last stored posts are judged before the process exits."""
+        trend alerts once more, so the last stored posts are judged before the process exits.
+        That evaluation shares the stop's grace period, and is skipped when the drain used it up
+        (Redis down or hung: it could not succeed, and the stop must not overrun its grace)."""
         status = self.pipeline.run()
         if status == 0 and self.alerts is not None:
-            self.alerts.final_evaluation()
+            if self.pipeline.drained:
+                self.alerts.final_evaluation(timeout=max(FINAL_ALERT_MIN_SECONDS, self.pipeline.time_left()))
+            else:
+                log.warning("final alert evaluation skipped: the stop did not finish its posts in time")
+                self.alerts.close(timeout=0)
         return status
 
     def close(self) -> None:
         if self.health is not None:
             self.health.close()
         if self.alerts is not None:
-            self.alerts.close()
+            self.alerts.close(timeout=min(1.0, self.pipeline.time_left()))
         for resource in self.closers:
             try:
                 resource.close()
@@ -118,7 +126,6 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
              serve_http: bool = True) -> Assembled:
     """Everything a ``run`` member needs, wired, not started."""
     import redis
-    from kafka.errors import KafkaError
 
     from clmlf.image_fetch import FetchConfig, ImageFetcher
     from monitor.store import SentimentStore
@@ -133,6 +140,9 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     redis_client = redis.Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5,
                                         socket_connect_timeout=3, health_check_interval=10)
     store = SentimentStore(redis_client, prefix=config.redis_prefix, **config.retention.store_kwargs())
+    # The readiness probe's own client: a hung Redis must fail the probe within its 3 s timeout.
+    probe_client = redis.Redis.from_url(config.redis_url, socket_timeout=PROBE_REDIS_TIMEOUT,
+                                        socket_connect_timeout=PROBE_REDIS_TIMEOUT, retry_on_timeout=False)
     fetcher = ImageFetcher(FetchConfig(allow_private=config.allow_private_images,
                                        total_timeout=config.image_timeout,
                                        read_timeout=min(5.0, config.image_timeout),
@@ -164,9 +174,9 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     worker = ModelWorker(ready, sink_queue, completions.put, predict_fn(predictor), config.max_batch,
                          config.max_wait_ms / 1000.0, observe)
     sink = SinkWriter(sink_queue, completions.put, store, predictor.model_name, metrics,
-                      redis_errors=(redis.RedisError, OSError),
+                      redis_errors=redis_is_down,
                       output=producer if config.output_topic else None, output_topic=config.output_topic,
-                      kafka_errors=(KafkaError, OSError))
+                      kafka_errors=kafka_is_down)
     dlq = DeadLetterWriter(producer, on_error=lambda: metrics.sink_errors.labels(sink="dlq").inc())
     settings = LoopSettings(topic=config.topic, dlq_topic=config.dlq_topic, max_in_flight=config.max_in_flight,
                             exit_when_idle=config.exit_when_idle, shutdown_grace=config.shutdown_grace)
@@ -179,14 +189,14 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
             if not assigned:
                 return False, reason
             try:
-                redis_client.ping()
+                probe_client.ping()
             except (redis.RedisError, OSError) as exc:
                 return False, f"redis: {type(exc).__name__}"
             return True, reason
 
         health = HealthServer(config.metrics_host, config.metrics_port, metrics.render, pipeline.healthy,
                               ready_probe).start()
-    closers: list[Any] = [_Closer(producer.close, 5), fetcher, redis_client]
+    closers: list[Any] = [_Closer(producer.close, 5), fetcher, redis_client, probe_client]
     alerts = None
     if config.alert_interval:
         alerts, webhook = alert_loop(config, store, metrics, (redis.RedisError, OSError))

@@ -103,7 +103,7 @@ class RunConfig(BaseModel):
     max_batch: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=50.0, gt=0, le=60_000)
     metrics_port: int = Field(default=9108, ge=0, le=65535)
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
     output_topic: str | None = None
     exit_when_idle: float | None = Field(default=None, gt=0)
     allow_private_images: bool = False
@@ -178,7 +178,7 @@ class RunConfig(BaseModel):
             f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} precision={self.precision} "
             f"threads={self.threads or 'auto'} max_batch={self.max_batch} "
             f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
-            f"metrics_port={self.metrics_port} security={self.security.protocol} "
+            f"metrics={self.metrics_host}:{self.metrics_port} security={self.security.protocol} "
             f"retention={format_duration(self.retention.minute_retention)}/"
             f"{format_duration(self.retention.hourly_retention)} alerts={self._alerts_display()}"
         )
@@ -265,6 +265,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     ops = parser.add_argument_group("Operations")
     ops.add_argument("--metrics-port", type=int, default=env_default("CLMLF_METRICS_PORT", 9108), metavar="P",
                      help="port of /metrics, /healthz, /readyz; 0 = off (default 9108) [CLMLF_METRICS_PORT]")
+    ops.add_argument("--metrics-host", default=env_default("CLMLF_METRICS_HOST", "127.0.0.1"), metavar="ADDR",
+                     help="address the metrics/probe server binds (default 127.0.0.1, this machine only; "
+                          "0.0.0.0 where Prometheus scrapes from elsewhere, as the container images set) "
+                          "[CLMLF_METRICS_HOST]")
     ops.add_argument("--max-in-flight", type=int, default=env_default("CLMLF_MAX_IN_FLIGHT", 1024), metavar="N",
                      help="posts held in memory before partitions are paused (default 1024) "
                           "[CLMLF_MAX_IN_FLIGHT]")
@@ -285,8 +289,8 @@ def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentPars
             parser.error(f"{flag} is required (or set its environment variable)")
     values = {name: getattr(args, name) for name in (
         "bootstrap", "topic", "group", "redis_url", "redis_prefix", "checkpoint", "device", "precision", "threads",
-        "max_batch",
-        "max_wait_ms", "metrics_port", "output_topic", "exit_when_idle", "allow_private_images",
+        "max_batch", "max_wait_ms", "metrics_port", "metrics_host", "output_topic", "exit_when_idle",
+        "allow_private_images",
         "image_workers", "image_timeout", "max_in_flight", "shutdown_grace", "session_timeout_ms", "log_level")}
     values["security"] = KafkaSecurity.from_env()
     values["retention"] = RetentionSettings.from_args(args)

@@ -55,8 +55,12 @@ class ImageStage:
         try:
             if item.lease.revoked:
                 return
-            item.image, item.image_status, outcome = self._load(item.post)
-            self._count(outcome)
+            try:
+                item.image, item.image_status, outcome = self._load(item.post)
+                self._count(outcome)
+            except Exception as exc:  # never lose the post: it goes on text-only
+                log.warning("image stage failed on post %r: %s", item.post.id, type(exc).__name__)
+                item.image, item.image_status = None, "failed"
             if not item.lease.revoked:
                 self._ready.put(item)
         finally:

@@ -14,6 +14,8 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 OTHER_TOPIC = "other"
+SINKS = ("redis", "output_topic", "dlq")
+OUT_OF_WINDOW_KINDS = ("future", "expired")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 INFERENCE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -64,6 +66,9 @@ class PipelineMetrics:
                                  registry=r)
         self.consumer_lag = Gauge("clmlf_consumer_lag", "High watermark minus position per assigned partition",
                                   ["topic", "partition"], registry=r)
+        self.offset_resets = Counter(
+            "clmlf_offset_resets", "Fetch positions found beyond a partition's end (topic recreated, broker "
+            "data lost) and reset by the offset-reset policy", ["topic", "partition"], registry=r)
         self.commit_failures = Counter("clmlf_commit_failures", "Offset commits that failed", registry=r)
         self.sink_errors = Counter("clmlf_sink_errors", "Failed sink writes (retried), by sink", ["sink"],
                                    registry=r)
@@ -76,6 +81,10 @@ class PipelineMetrics:
         self.model_info = Gauge("clmlf_model_info",
                                 "Model served by this process (value 1), with the precision chosen at start-up",
                                 ["model", "device", "precision"], registry=r)
+        for sink in SINKS:  # present from the start, so rate() and alerts see the first error
+            self.sink_errors.labels(sink=sink)
+        for kind in OUT_OF_WINDOW_KINDS:
+            self.out_of_window.labels(kind=kind)
         self.alert_active = Gauge("clmlf_alert_active", "Trend alerts currently firing (1) per topic and kind",
                                   ["topic", "kind"], registry=r)
 

@@ -119,6 +119,14 @@ class OffsetTracker:
                 return None
             return self.start(partition, offset)
 
+    def done_below(self, partition: Hashable, offset: int) -> None:
+        """Everything below ``offset`` of a (re)assigned ``partition`` is known to be done (finished
+        under an earlier lease): with nothing started yet, ``offset`` becomes its commit point."""
+        with self._lock:
+            state = self._parts.get(partition)
+            if state is not None and not state.started and state.next_offset is None:
+                state.next_offset = offset
+
     def resume_point(self, partition: Hashable) -> int | None:
         """Where processing of ``partition`` must restart if everything unfinished is dropped now:
         the lowest unfinished offset, else one past the last started one (None: nothing started)."""

@@ -74,9 +74,12 @@ class _Rebalance(AsyncConsumerRebalanceListener):
         if points:
             ok = await _commit_from_listener(self._pipeline.consumer, points)
             self._pipeline.revoke_committed(points if ok else {})
+            if not ok:
+                self._pipeline.note_lost_uncommitted(partitions)
         self._pipeline.on_revoked(partitions, lost=False)
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._pipeline.note_lost_uncommitted(list(lost))
         self._pipeline.on_revoked(list(lost), lost=True)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -126,8 +129,14 @@ class Pipeline:
         self._last_commit = 0.0
         self._last_lag = 0.0
         self._last_activity = time.monotonic()
+        self.stop_deadline: float | None = None  # set when the stop (drain) begins
+        self.drained = False  # the stop finished every in-flight post within the grace period
         self._joined = False
         self._deferred: list[DeadLetter] = []
+        # Why the last word on offsets cannot be "committed": a commit that failed and was not yet
+        # followed by a successful one, or finished work of lost partitions that never got committed.
+        self._commit_failed = False
+        self._lost_uncommitted: set[TopicPartition] = set()
         # Where to restart partitions revoked with work dropped, should they come back to this member:
         # kafka-python 3 keeps the fetch position of a partition that is revoked and assigned again
         # in one rebalance, and that position is past the dropped work.
@@ -167,6 +176,10 @@ class Pipeline:
                 self.tracker.assign(tp)
                 if tp in resume:
                     self._seek(tp, resume[tp])
+                    # Everything below the resume point was finished under the old lease; commit it
+                    # now (it may never have been: a revoke's or a loss's commit can fail).
+                    self.tracker.done_below(tp, resume[tp])
+                    self._lost_uncommitted.discard(tp)
         self._paused = False  # a fresh assignment starts unpaused; step 3 re-applies backpressure
         self.metrics.assigned_partitions.set(len(self.tracker.partitions))
         log.info("assigned %s", _names(partitions))
@@ -178,6 +191,15 @@ class Pipeline:
 
     def revoke_committed(self, points: dict[TopicPartition, int]) -> None:
         self.tracker.committed(points)
+
+    def note_lost_uncommitted(self, partitions: list[TopicPartition]) -> None:
+        """Lost partitions are dropped without a commit: remember if finished work went uncommitted."""
+        self._collect(resend=False)
+        points = self.tracker.commit_points(partitions)
+        if points:
+            self._lost_uncommitted.update(points)
+            log.warning("lost %s before committing their finished work (redelivered to the next owner, "
+                        "counted once)", _names(list(points)))
 
     def on_revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         if not partitions:
@@ -299,14 +321,18 @@ class Pipeline:
         try:
             post = parse_post(value)
         except InvalidPost as exc:
-            self.metrics.dlq.labels(reason=exc.reason).inc()
-            self.dlq.submit(lease, dlq_topic=self.settings.dlq_topic, source_topic=tp.topic,
-                            partition=tp.partition, offset=record.offset, key=record.key, value=value,
-                            timestamp_ms=record.timestamp, reason=exc.reason, detail=exc.detail)
+            reason, detail = exc.reason, exc.detail
+        except Exception as exc:  # parse_post is total; one record, one fate all the same
+            reason, detail = "unparseable", " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        else:
+            self.images.submit(WorkItem(lease=lease, topic=tp.topic, partition=tp.partition,
+                                        offset=record.offset, key=record.key, raw=value, post=post,
+                                        record_time=record.timestamp / 1000.0, received=time.monotonic()))
             return
-        self.images.submit(WorkItem(lease=lease, topic=tp.topic, partition=tp.partition, offset=record.offset,
-                                    key=record.key, raw=value, post=post, record_time=record.timestamp / 1000.0,
-                                    received=time.monotonic()))
+        self.metrics.dlq.labels(reason=reason).inc()
+        self.dlq.submit(lease, dlq_topic=self.settings.dlq_topic, source_topic=tp.topic,
+                        partition=tp.partition, offset=record.offset, key=record.key, value=value,
+                        timestamp_ms=record.timestamp, reason=reason, detail=detail)
 
     def _collect(self, resend: bool = True) -> None:
         """Move finished offsets (sinks, dead letters) into the tracker.
@@ -346,14 +372,19 @@ class Pipeline:
         self._last_commit = time.monotonic()
         points = self.tracker.commit_points(partitions)
         if not points:
+            if partitions is None:
+                self._commit_failed = False  # nothing left to commit: every point was acknowledged
             return True
         try:
             self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in points.items()})
         except KafkaError as exc:
             self.metrics.commit_failures.inc()
+            self._commit_failed = True
             log.warning("commit failed (offsets stay uncommitted, retried): %s", exc)
             return False
         self.tracker.committed(points)
+        if partitions is None:
+            self._commit_failed = False
         log.debug("committed %s", {f"{tp.topic}[{tp.partition}]": o for tp, o in points.items()})
         return True
 
@@ -393,8 +424,32 @@ class Pipeline:
                 position = self.consumer.position(tp, timeout_ms=1000)
             except KafkaError:
                 continue
-            if position is not None:
-                m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(max(0, high - position))
+            if position is None:
+                continue
+            if position > high:
+                self._reset_stale_position(tp, position, high)
+                continue
+            m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(high - position)
+
+    def _reset_stale_position(self, tp: TopicPartition, position: int, high: int) -> None:
+        """The fetch position is past the partition's end (the broker's latest high watermark): the
+        topic was deleted and recreated, or the broker lost its data.  Reading on from there would
+        silently skip the new records below it, and some brokers (Tansu) answer such a fetch with
+        nothing instead of OFFSET_OUT_OF_RANGE.  Follow the offset-reset policy, loudly."""
+        policy = str(self.consumer.config.get("auto_offset_reset", "earliest")).lower()
+        try:
+            if policy == "latest":
+                self.consumer.seek_to_end(tp)
+            else:
+                self.consumer.seek_to_beginning(tp)
+        except (KafkaError, AssertionError, ValueError) as exc:  # no longer assigned
+            log.warning("reset of %s[%d] failed: %s", tp.topic, tp.partition, exc)
+            return
+        self.metrics.offset_resets.labels(topic=tp.topic, partition=str(tp.partition)).inc()
+        # Formatted here: the log throttle keys on the template, and every partition's reset must show.
+        log.warning(f"{tp.topic}[{tp.partition}]: position {position} is beyond the end of the partition "
+                    f"({high}): the topic was recreated or the broker lost its data; resetting to the "
+                    f"{'latest' if policy == 'latest' else 'earliest'} offset (auto_offset_reset={policy})")
 
     def _idle_expired(self) -> bool:
         limit = self.settings.exit_when_idle
@@ -406,36 +461,56 @@ class Pipeline:
         return time.monotonic() - self._last_activity >= limit
 
     def _drain(self) -> int:
-        """Finish in-flight posts within the grace period, commit, and report the exit status."""
-        deadline = time.monotonic() + self.settings.shutdown_grace
+        """Finish in-flight posts within the grace period, commit, and report the exit status.
+
+        The grace period bounds the whole stop: once it is over, a write still being retried
+        (Redis hung or down) is abandoned at once, its posts stay uncommitted (redelivered).
+        """
+        self.stop_deadline = time.monotonic() + self.settings.shutdown_grace
         held = self.tracker.pending()
         if held:
             log.info("stopping: finishing %d in-flight posts (grace %.0fs)", held, self.settings.shutdown_grace)
-        while (self.tracker.pending() or len(self.dlq)) and time.monotonic() < deadline:
+        while (self.tracker.pending() or len(self.dlq)) and time.monotonic() < self.stop_deadline:
             if self.worker.error or self.sink.error:
                 break
             self._iteration(poll=False)
             time.sleep(0.01)
         self._collect()
-        committed = self._commit()
         left = self.tracker.pending()
         if left:
+            self.sink.stop(abort=True)  # give up on a write in flight; nothing more is committed for it
+        committed = self._commit()
+        self.drained = not left and not len(self.dlq)
+        if left:
             log.warning("grace period over: %d posts left unfinished (redelivered on restart)", left)
-        elif not committed:
+        elif not committed or self._commit_failed:
             log.warning("stopped, but the last commit failed: finished posts are redelivered on restart "
                         "(counted once: the Redis write is idempotent)")
+        elif self._lost_uncommitted:
+            log.warning("stopped; offsets of the partitions held now are committed, but %s were lost before "
+                        "their finished work was committed (redelivered to their next owner, counted once)",
+                        _names(sorted(self._lost_uncommitted, key=lambda tp: (tp.topic, tp.partition))))
         else:
             log.info("stopped cleanly; offsets committed")
         return 0
+
+    def time_left(self) -> float:
+        """Seconds of the stop's grace period still left (0 when over; the full grace before a stop)."""
+        if self.stop_deadline is None:
+            return self.settings.shutdown_grace
+        return max(0.0, self.stop_deadline - time.monotonic())
 
     def _close(self) -> None:
         self.images.close(wait=False)
         self.worker.stop()
         self.sink.stop(abort=True)
-        self.worker.join(timeout=5)
-        self.sink.join(timeout=5)
+        # The threads are daemons: past the grace period they are not waited for (a Redis call
+        # blocked on a hung server would hold the exit up to its socket timeout).
+        join = min(5.0, max(0.5, self.time_left()))
+        self.worker.join(timeout=join)
+        self.sink.join(timeout=min(5.0, max(0.2, self.time_left())))
         try:
-            self.consumer.close(autocommit=False, timeout_ms=5000)
+            self.consumer.close(autocommit=False, timeout_ms=int(1000 * min(5.0, max(1.0, self.time_left()))))
         except Exception as exc:  # closing must not turn a clean stop into a crash
             log.warning("consumer close: %s", exc)
 

@@ -81,7 +81,9 @@ class ModelWorker(threading.Thread):
         try:
             started = time.perf_counter()
             try:
-                predictions = self._predict(batch)
+                predictions = list(self._predict(batch))
+                if len(predictions) != len(batch):
+                    raise RuntimeError(f"predictor returned {len(predictions)} results for {len(batch)} posts")
             except Exception:
                 log.exception("inference failed on a batch of %d; retrying one by one", len(batch))
                 self._one_by_one(batch)
@@ -94,8 +96,11 @@ class ModelWorker(threading.Thread):
     def _one_by_one(self, batch: list[WorkItem]) -> None:
         for item in batch:
             try:
-                prediction = self._predict([item])[0]
+                predictions = list(self._predict([item]))
+                if len(predictions) != 1:
+                    raise RuntimeError(f"predictor returned {len(predictions)} results for 1 post")
+                prediction = predictions[0]
             except Exception as exc:
-                self._dead(DeadLetter(item, "inference_failed", f"{type(exc).__name__}: {exc}"[:500]))
+                self._dead(DeadLetter(item, "inference_failed", " ".join(f"{type(exc).__name__}: {exc}".split())[:500]))
                 continue
             self._out.put(([item], [prediction]))

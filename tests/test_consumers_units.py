@@ -329,3 +329,171 @@ def test_every_metric_named_in_the_architecture_doc_is_exported():
     exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     exported |= {f"{name}_total" for name in exported}
     assert names and names <= exported, names - exported
+
+
+# ------------------------------------------------------------------------ one record, one fate
+
+class PickyStore:
+    """Refuses (like a client-side encoding error or a script error would) any batch holding ``bad``."""
+
+    def __init__(self, bad: str, error: Exception):
+        self.bad, self.error, self.records, self.calls = bad, error, [], 0
+
+    def record(self, results):
+        self.calls += 1
+        if any(r.id == self.bad for r, _ in results):
+            raise self.error
+        self.records.extend(results)
+        return [True] * len(results)
+
+
+@pytest.mark.parametrize("error", [
+    UnicodeEncodeError("utf-8", "sur\ud800", 3, 4, "surrogates not allowed"),  # finding 1, at the store
+    ValueError("Exceeds the limit (4300 digits)"),
+    RuntimeError("ERR Error running script"),
+])
+def test_sink_dead_letters_the_post_the_store_refuses_and_stores_the_rest(error):
+    from consumers.sinks import redis_is_down
+
+    store, out, metrics = PickyStore("bad", error), [], PipelineMetrics()
+    sink = SinkWriter(queue.Queue(), out.append, store, "tiny", metrics, redis_errors=redis_is_down)
+    items = [item("a", topics=["brand"]), item("bad", offset=1), item("c", offset=2, topics=["brand"])]
+    preds = [Pred("positive", {"positive": 1.0})] * 3
+    sink.write(items, preds)  # must not raise: the sink thread would die and the member exit 1
+    assert sorted(r.id for r, _ in store.records) == ["a", "c"]
+    assert sorted(d.offset for d in out if isinstance(d, Done)) == [0, 2]
+    dead = [d for d in out if isinstance(d, DeadLetter)]
+    assert [(d.item.post.id, d.reason) for d in dead] == [("bad", "store_failed")]
+    assert type(error).__name__ in dead[0].detail and "\n" not in dead[0].detail
+
+
+def test_sink_dead_letters_a_post_whose_result_cannot_be_built_and_a_short_prediction_list():
+    store, out = FlakyStore(failures=0), []
+    sink = SinkWriter(queue.Queue(), out.append, store, "tiny", PipelineMetrics(), redis_errors=(ConnectionError,))
+    sink.write([item("a"), item("b", offset=1)], [Pred("positive", {"positive": 1.0}), Pred("x", {"x": "nan?"})])
+    assert [r.id for r, _ in store.records] == ["a"]
+    assert [(d.item.post.id, d.reason) for d in out if isinstance(d, DeadLetter)] == [("b", "result_failed")]
+    out.clear()
+    sink.write([item("c"), item("d", offset=1)], [Pred("positive", {"positive": 1.0})])
+    assert {(d.item.post.id, d.reason) for d in out} == {("c", "inference_failed"), ("d", "inference_failed")}
+
+
+def test_only_infrastructure_failures_are_retried():
+    import redis
+
+    from consumers.sinks import kafka_is_down, redis_is_down
+
+    for exc in (redis.ConnectionError("refused"), redis.TimeoutError("timed out"), ConnectionResetError(),
+                redis.ResponseError("OOM command not allowed when used memory > 'maxmemory'"),
+                redis.ResponseError("LOADING Redis is loading the dataset in memory"),
+                redis.exceptions.ReadOnlyError("READONLY You can't write against a read only replica.")):
+        assert redis_is_down(exc), exc
+    for exc in (redis.ResponseError("ERR Error running script (call to f_1): bad argument"),
+                redis.DataError("Invalid input of type: 'dict'"),
+                UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"), ValueError("x")):
+        assert not redis_is_down(exc), exc
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
+
+    assert kafka_is_down(KafkaConnectionError()) and kafka_is_down(KafkaTimeoutError())
+    assert not kafka_is_down(MessageSizeTooLargeError()) and not kafka_is_down(ValueError())
+
+
+def test_worker_treats_a_short_prediction_list_as_a_failed_batch():
+    def predict(batch):  # drops the last post of every batch: no post may get another's label
+        return [Pred("neutral", {"neutral": 1.0}) for _ in batch[:-1]]
+    batches, dead = run_worker([item("a"), item("b", offset=1)], predict, max_batch=2, max_wait=5)
+    assert batches == [] and sorted(d.item.post.id for d in dead) == ["a", "b"]
+    assert all(d.reason == "inference_failed" for d in dead)
+
+
+def test_image_stage_never_loses_a_post_when_counting_fails():
+    def count(outcome):
+        raise KeyError(outcome)
+    ready = queue.Queue()
+    stage = ImageStage(ready, lambda post: b"bytes", lambda data: "TENSOR", 1, count)
+    stage.submit(item("img", image_url="http://example.com/a.png"))
+    stage.close(wait=True)
+    got = ready.get_nowait()
+    assert (got.post.id, got.image_status, stage.in_progress) == ("img", "failed", 0)
+
+
+def test_error_counters_are_exported_before_their_first_event():
+    text = PipelineMetrics().render().decode()
+    for sink in ("redis", "output_topic", "dlq"):
+        assert f'clmlf_sink_errors_total{{sink="{sink}"}} 0.0' in text
+    for kind in ("future", "expired"):
+        assert f'clmlf_out_of_window_events_total{{kind="{kind}"}} 0.0' in text
+
+
+def test_metrics_server_binds_loopback_unless_told(monkeypatch):
+    assert parse(BASE).metrics_host == "127.0.0.1"
+    assert parse([*BASE, "--metrics-host", "0.0.0.0"]).metrics_host == "0.0.0.0"
+    monkeypatch.setenv("CLMLF_METRICS_HOST", "::")
+    assert parse(BASE).metrics_host == "::"
+
+
+# ------------------------------------------------------------------ loop: commits and lost partitions
+
+class CommitLog:
+    """The consumer's commit API, scripted: raises while ``down``, records what was committed."""
+
+    def __init__(self) -> None:
+        self.down, self.commits = False, []
+
+    def commit(self, offsets):
+        from kafka.errors import KafkaConnectionError
+
+        if self.down:
+            raise KafkaConnectionError("broker unreachable")
+        self.commits.append({tp.partition: meta.offset for tp, meta in offsets.items()})
+
+    def seek(self, tp, offset):
+        pass
+
+
+def test_finished_work_of_lost_partitions_is_committed_when_they_return_and_the_stop_never_lies(caplog):
+    """Finding 7: after lost partitions, --exit-when-idle logged "offsets committed" though the last
+    commit had failed and the finished work was never committed."""
+    import asyncio
+
+    from kafka import TopicPartition
+
+    from consumers.pipeline import LoopSettings, Pipeline, _Rebalance
+
+    class Idle:
+        error = None
+
+    consumer, completions = CommitLog(), queue.Queue()
+    pipeline = Pipeline(LoopSettings("posts", "posts.dlq", 100, None, 1.0), consumer,
+                        DeadLetterWriter(producer=None), None, queue.Queue(), Idle(), queue.Queue(), Idle(),
+                        completions, PipelineMetrics())
+    listener, tp = _Rebalance(pipeline), TopicPartition("posts", 0)
+    asyncio.run(listener.on_partitions_assigned({tp}))
+    for offset in range(8):
+        completions.put(Done(pipeline.tracker.start_owned(tp, offset), offset))
+    consumer.down = True
+    pipeline._collect()
+    assert not pipeline._commit()  # the work is stored, its commit fails ...
+    asyncio.run(listener.on_partitions_lost({tp}))  # ... and the session expires: dropped without a commit
+    consumer.down = False
+    caplog.set_level(logging.INFO, logger="consumers.pipeline")
+    asyncio.run(listener.on_partitions_assigned({tp}))  # the group gives the partition back
+    assert pipeline._drain() == 0
+    assert consumer.commits == [{0: 8}]  # the work finished before the loss is committed now
+    assert caplog.records[-1].getMessage() == "stopped cleanly; offsets committed"
+
+    # Lost for good (another member owns it now): the stop must not claim a commit.
+    pipeline = Pipeline(LoopSettings("posts", "posts.dlq", 100, None, 1.0), consumer,
+                        DeadLetterWriter(producer=None), None, queue.Queue(), Idle(), queue.Queue(), Idle(),
+                        completions, PipelineMetrics())
+    listener = _Rebalance(pipeline)
+    asyncio.run(listener.on_partitions_assigned({tp}))
+    completions.put(Done(pipeline.tracker.start_owned(tp, 8), 8))
+    consumer.down = True
+    pipeline._collect()
+    assert not pipeline._commit()
+    asyncio.run(listener.on_partitions_lost({tp}))
+    consumer.down = False
+    assert pipeline._drain() == 0
+    last = caplog.records[-1].getMessage()
+    assert "offsets committed" not in last and "posts[0]" in last and "lost" in last, last

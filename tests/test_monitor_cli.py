@@ -55,6 +55,12 @@ def test_query_json_is_exactly_the_contract(seeded):
     }
 
 
+def test_query_topic_is_normalised_as_the_consumers_store_it(seeded):
+    done = run_cli("query", "--redis", REDIS_URL, "--redis-prefix", seeded.prefix, "--topic", " acme\t", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["topic"] == "acme" and json.loads(done.stdout)["total"] == 12
+
+
 def test_query_reads_redis_url_from_the_environment(seeded):
     done = run_cli("query", "--topic", "globex", "--window", "90s", "--json",
                    env={"REDIS_URL": REDIS_URL, "CLMLF_REDIS_PREFIX": seeded.prefix})
@@ -83,6 +89,7 @@ def test_query_all_ranks_topics_and_prints_a_table(seeded):
         (["query", "--redis", REDIS_URL, "--topic", "a", "--window", "0s"], "positive"),
         (["query", "--redis", REDIS_URL, "--all", "--rank", "loud"], "invalid choice"),
         (["query", "--redis", REDIS_URL, "--all", "--limit", "0"], "limit"),
+        (["query", "--redis", REDIS_URL, "--topic", "a\x01b"], "control characters"),
         (["query", "--redis", "http://:hunter2@host/0", "--topic", "a"], "redis://"),
         (["alerts", "--redis", REDIS_URL, "--limit", "-1"], "limit"),
         (["alerter", "--redis", REDIS_URL, "--interval", "often"], "invalid duration"),

@@ -22,7 +22,10 @@ def cli(*argv: str, timeout: float = 60, **env: str) -> subprocess.CompletedProc
 
 def test_record_key_is_the_post_id_when_there_is_one():
     assert record_key(b'{"id": "p1", "text": "x"}') == b"p1"
-    for line in (b"not json", b'["id"]', b'{"id": 5}', b'{"text": "no id"}', b"\xff\xfe"):
+    for line in (b"not json", b'["id"]', b'{"id": 5}', b'{"text": "no id"}', b"\xff\xfe",
+                 b'{"id": "sur\\ud800", "text": "x"}',  # finding 1: a lone surrogate crashed produce
+                 b'{"id": "a", "n": ' + b"9" * 5000 + b"}",  # finding 2: past the int-digit limit
+                 b"[" * 100_000):
         assert record_key(line) is None
 
 

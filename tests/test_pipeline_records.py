@@ -103,7 +103,8 @@ def image_server():
 
 
 def malformed_records(image_base: str) -> dict[str, bytes | None]:
-    """One record per reason code of clmlf.posts.REASONS (value bytes; None = tombstone)."""
+    """One record per reason code of clmlf.posts.REASONS (value bytes; None = tombstone), except
+    ``unparseable``: the parser's catch-all for its own bugs, which no known input reaches."""
     def post(**fields) -> bytes:
         return json.dumps({"id": "bad", "text": "fine", **fields}).encode()
     return {
@@ -129,7 +130,7 @@ def test_every_malformed_kind_goes_to_the_dlq_and_good_records_around_it_count(
     topic = unique_name
     create_topic(broker, topic, 1)
     bad = malformed_records(image_server.base)
-    assert set(bad) == set(REASONS)
+    assert set(bad) == set(REASONS) - {"unparseable"}
     values: list[bytes] = []
     good_ids = []
     for i, (_reason, value) in enumerate(bad.items()):
@@ -165,7 +166,7 @@ def test_every_malformed_kind_goes_to_the_dlq_and_good_records_around_it_count(
         envelope = json.loads(record.value)
         assert dict(record.headers)["clmlf-dlq-reason"].decode() == envelope["reason"]
         by_reason[envelope["reason"]] = envelope
-    assert set(by_reason) == set(REASONS)
+    assert set(by_reason) == set(bad)
     for reason, value in bad.items():
         envelope = by_reason[reason]
         kept = base64.b64decode(envelope["value_b64"]) if envelope["value_b64"] is not None else b""

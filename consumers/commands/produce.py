@@ -17,7 +17,9 @@ examples:
 
 Each non-empty line is sent as-is (bytes unchanged, so malformed lines can be
 produced on purpose); the record key is the line's "id" when the line is a JSON
-object with a string id, else no key.  Prints how many records were sent.
+object with a string id that UTF-8 can hold, else no key (an id with a lone
+surrogate such as "\ud800" is sent keyless; consumers dead-letter it).  Prints
+how many records were sent.
 """
 
 
@@ -34,13 +36,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def record_key(line: bytes) -> bytes | None:
-    """The post id of a line as key bytes, or None for lines that are not objects with a string id."""
+    """The post id of a line as key bytes, or None for lines that are not objects with a string id
+    (or whose id cannot be UTF-8: a lone surrogate).  Never raises: every line is sent."""
     try:
         obj = json.loads(line)
-    except (ValueError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: bad JSON, also integers past 4,300 digits
         return None
     post_id = obj.get("id") if isinstance(obj, dict) else None
-    return post_id.encode("utf-8") if isinstance(post_id, str) and post_id else None
+    if not isinstance(post_id, str) or not post_id:
+        return None
+    try:
+        return post_id.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
 
 
 def iter_lines(stream: BinaryIO) -> Iterator[bytes]:

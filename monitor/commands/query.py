@@ -7,10 +7,10 @@ import json
 import sys
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from clmlf.posts import MAX_TOPIC_CHARS
+from clmlf.posts import MAX_TOPIC_CHARS, canonical_topic
 from clmlf.settings import build_config
 from monitor.config import (
     RedisSettings,
@@ -26,7 +26,9 @@ EXAMPLES = """examples:
   clmlf-monitor query --topic acme --window 1h            (REDIS_URL from the environment)
   clmlf-monitor query --all --window 1d --rank negative   (topics by negative share)
 
-Windows are whole minute buckets ending with the current minute, by event time."""
+Windows are whole minute buckets ending with the current minute, by event time.
+--topic is normalised as the consumers store topics (Unicode NFC, surrounding
+whitespace stripped, case kept), so " Acme" finds "Acme"."""
 
 
 class QueryConfig(BaseModel):
@@ -41,6 +43,12 @@ class QueryConfig(BaseModel):
     limit: int = Field(50, ge=1, le=10_000)
     negative_label: str = "negative"
     json_output: bool = False
+
+    @field_validator("topic")
+    @classmethod
+    def _canonical(cls, value: str | None) -> str | None:
+        """The name as the consumers stored it (NFC, stripped: clmlf.posts.canonical_topic)."""
+        return None if value is None else canonical_topic(value)
 
     @model_validator(mode="after")
     def _one_target(self) -> QueryConfig:
