@@ -75,6 +75,11 @@ class PipelineMetrics:
                                          registry=r)
         self.model_info = Gauge("clmlf_model_info", "Model served by this process (value 1)",
                                 ["model", "device"], registry=r)
+        self.in_flight_bytes = Gauge("clmlf_in_flight_bytes",
+                                     "Memory held by in-flight posts (raw value, base64 image, image tensor)",
+                                     registry=r)
+        self.decode_pixels = Gauge("clmlf_image_decode_pixels",
+                                   "Pixels being decoded right now, reserved from the decode budget", registry=r)
         self.alert_active = Gauge("clmlf_alert_active", "Trend alerts currently firing (1) per topic and kind",
                                   ["topic", "kind"], registry=r)
 
