@@ -38,10 +38,11 @@ def ranked_topics(
 
     Candidates come from the ranked index: per bucket of the window, the ``depth`` =
     ``max(100, 2 * limit)`` topics with the most posts (or the most negative posts) are read and
-    summed; the best ``2 * limit`` sums are counted exactly.  Redis work: one script reading
-    buckets x ``depth`` sorted-set members, then ``2 * limit`` x buckets hash reads (a second
-    script pair for ``negative`` when fewer than ``limit`` topics have negative posts), whatever
-    the number of topics.  ``rank=negative`` ranks, by share, the topics with the most negative
+    summed; the best ``2 * limit`` sums are counted exactly (ZMSCORE on the same index).  Redis
+    work: one script reading buckets x ``depth`` sorted-set members, then one script per label
+    and one for the totals, each one ZMSCORE of ``2 * limit`` members per bucket (plus one more
+    candidate script for ``negative`` when fewer than ``limit`` topics have negative posts),
+    whatever the number of topics.  ``rank=negative`` ranks, by share, the topics with the most negative
     posts, then (when fewer than ``limit`` have any) the busiest others, whose share is 0.
     """
     if limit < 1:
@@ -59,7 +60,7 @@ def ranked_topics(
         names += [name for name in busiest if name not in have]
     if not names:
         return Ranking([], exact=bound == 0)
-    counts = [c for c in store.window_counts_many(names, window_seconds, now).values() if c.total]
+    counts = [c for c in store.ranked_counts(names, window_seconds, now).values() if c.total]
     if rank == "negative":
         counts.sort(key=lambda c: (-c.share(negative_label), -c.total, c.topic))
     else:

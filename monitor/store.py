@@ -158,6 +158,8 @@ class SentimentStore:
         self._record_script = self.redis_client.register_script(lua.joinpath("record.lua").read_text("utf-8"))
         self._sum_script = self.redis_client.register_script(lua.joinpath("sum_hashes.lua").read_text("utf-8"))
         self._top_script = self.redis_client.register_script(lua.joinpath("top_candidates.lua").read_text("utf-8"))
+        self._rank_counts_script = self.redis_client.register_script(
+            lua.joinpath("rank_counts.lua").read_text("utf-8"))
 
     # ------------------------------------------------------------------ write path
 
@@ -353,6 +355,32 @@ class SentimentStore:
         keys = [self.keys.rank(part.kind, part.start, field) for part in plan]
         reply = self._top_script(keys=keys, args=[depth, want])
         return list(reply[1:]), float(reply[0])
+
+    def ranked_counts(
+        self, topics: Sequence[str], window_seconds: float, now: float | None = None
+    ) -> dict[str, WindowCounts]:
+        """Counts of ``topics`` over the last window read from the ranked index (the same numbers
+        as :meth:`window_counts_many`, written by the same script): one script per label plus one
+        for the totals, each one ZMSCORE per bucket and per 1,000 topics."""
+        now = time.time() if now is None else now
+        start, end = self.window_bounds(window_seconds, now)
+        plan = plan_range(start, end, self.bucket_seconds, self._minute_floor(now))
+        topics = list(dict.fromkeys(topics))
+        labels = self.labels()
+        if not topics:
+            return {}
+        pipe = self.redis_client.pipeline(transaction=False)
+        fields = [*labels, TOTAL_FIELD]
+        for name in fields:
+            keys = [self.keys.rank(part.kind, part.start, name) for part in plan]
+            self._rank_counts_script(keys=keys, args=topics, client=pipe)
+        sums = dict(zip(fields, pipe.execute(), strict=True)) if plan else {name: [0] * len(topics) for name in fields}
+        seconds = int(round(window_seconds))
+        return {
+            topic: WindowCounts(topic=topic, window_seconds=seconds, total=int(sums[TOTAL_FIELD][i]),
+                                counts={label: int(sums[label][i]) for label in labels}, start=start, end=end)
+            for i, topic in enumerate(topics)
+        }
 
     def topics(self, active_since: float | None = None) -> list[tuple[str, float]]:
         """Topics with their newest counted event time, newest first (optionally only recent ones)."""
