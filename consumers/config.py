@@ -62,7 +62,8 @@ class KafkaSecurity(BaseModel):
 
 
 # The memory budget of one member, sized to the 4 GiB limit of the k8s consumer pod (docs/security.md):
-# ~1 GiB process + model, decode budget x 16 B/pixel (RGBA PNG, measured) = 0.75 GiB, in-flight posts 1 GiB.
+# ~0.9 GB process + model, decode budget x 14 B/pixel (worst mode, bench/decode_memory.py) = 0.63 GiB,
+# in-flight posts 1 GiB, batch activations, fetched image bytes: about 3.3 GiB in all.
 DEFAULT_MAX_IN_FLIGHT_BYTES = 1 << 30
 DEFAULT_MAX_DECODE_PIXELS = 48_000_000
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
@@ -308,8 +309,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         "[CLMLF_IMAGE_TIMEOUT]")
     images.add_argument("--max-decode-pixels", type=_pixels_arg,
                         default=env_default("CLMLF_MAX_DECODE_PIXELS", DEFAULT_MAX_DECODE_PIXELS), metavar="N",
-                        help="decode budget: pixels all image workers together may decode at once, about "
-                             "16 bytes each at worst (default 48M) [CLMLF_MAX_DECODE_PIXELS]")
+                        help="decode budget: pixels all image workers together may decode at once, at most "
+                             "14 bytes each while decoding (default 48M) [CLMLF_MAX_DECODE_PIXELS]")
     images.add_argument("--max-image-pixels", type=_pixels_arg,
                         default=env_default("CLMLF_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS), metavar="N",
                         help="refuse (image: failed) an image whose header declares more pixels; at most "
@@ -323,8 +324,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                           "[CLMLF_MAX_IN_FLIGHT]")
     ops.add_argument("--max-in-flight-bytes", type=_bytes_arg,
                      default=env_default("CLMLF_MAX_IN_FLIGHT_BYTES", DEFAULT_MAX_IN_FLIGHT_BYTES), metavar="SIZE",
-                     help="... or when the posts held take this much memory (raw value, base64 image, "
-                          "image tensor), e.g. 512MiB (default 1GiB) [CLMLF_MAX_IN_FLIGHT_BYTES]")
+                     help="also pause partitions when the posts held take this much memory (raw value, "
+                          "base64 image, image tensor), e.g. 512MiB (default 1GiB) [CLMLF_MAX_IN_FLIGHT_BYTES]")
     ops.add_argument("--exit-when-idle", type=_duration_arg, default=env_default("CLMLF_EXIT_WHEN_IDLE"),
                      metavar="DURATION", help="exit 0 after this long with nothing to do (scripts, tests) "
                      "[CLMLF_EXIT_WHEN_IDLE]")

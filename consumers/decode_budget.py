@@ -5,7 +5,7 @@ pixel is decoded, see :func:`clmlf.images.decoded_pixels`) and releases them whe
 small model tensor again.  A reservation that does not fit waits, first come first served, so N
 workers cannot multiply the per-image cap: the pixels being decoded never exceed ``capacity``,
 and the decode memory of the process stays below ``capacity`` x the worst bytes per pixel
-(about 16 for an RGBA PNG, docs/security.md).  A reservation larger than the whole budget is
+(14 for a palette PNG with transparency, 13 for RGBA; docs/performance.md).  A reservation larger than the whole budget is
 clamped to it (it then decodes alone).
 """
 
