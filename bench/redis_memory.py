@@ -1,8 +1,9 @@
 """Redis memory per stored post, measured on a private redis-server (input for docs/operations.md sizing).
 
 Writes N synthetic result records through the real write path (``SentimentStore.record``, one Lua script
-per batch) across T topics with event times spread over the last hour, then reads ``used_memory`` and
-``MEMORY USAGE`` of one marker and one result key::
+per batch) across T topics with event times spread over the last hour, then reads ``used_memory``,
+``MEMORY USAGE`` of one marker and one result key, and of every minute hash and ranked-index key
+(per topic-minute: what the ranked index adds to the buckets)::
 
     .venv/bin/python bench/redis_memory.py --posts 50000 --topics 20
 """
@@ -69,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
                 batch.append((record, event))
             store.record(batch, now=now)
         used = int(client.info("memory")["used_memory"]) - base
+
+        def key_bytes(pattern: str) -> tuple[int, int]:
+            keys = list(client.scan_iter(match=pattern, count=1000))
+            return len(keys), sum(client.memory_usage(key) or 0 for key in keys)
+
+        minute_hashes, minute_hash_bytes = key_bytes(f"{store.prefix}:m:*")
+        _, rank_bytes = key_bytes(f"{store.prefix}:rank:*")
         marker = client.memory_usage(store.keys.seen("post-000000000000"))
         result = client.memory_usage(store.keys.result("post-000000000000"))
         # Split the total: drop the result keys (they expire after 2 days; the markers stay 35).
@@ -81,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             "result_bytes_per_post": round((used - without_results) / args.posts, 1),
             "marker_and_aggregates_bytes_per_post": round(without_results / args.posts, 1),
             "redis_version": client.info("server")["redis_version"], "machine": platform.platform(),
+            "topic_minutes": minute_hashes,
+            "minute_hash_bytes_per_topic_minute": round(minute_hash_bytes / max(1, minute_hashes), 1),
+            "rank_index_bytes": rank_bytes,
+            "rank_index_bytes_per_topic_minute": round(rank_bytes / max(1, minute_hashes), 1),
             "seen_ttl_days": round(store.seen_ttl / 86400, 2),
             "result_ttl_days": round((store.result_ttl or store.bucket_ttl) / 86400, 2),
         }

@@ -15,6 +15,9 @@ pixels. It
 * turns every failure into :class:`ImageDecodeError` with a short stable
   ``reason`` (:data:`REASONS`), usable as a metric label.
 
+:func:`decoded_pixels` reads the same header to tell, before decoding, how many pixels a
+decode will allocate (the image workers reserve them from a shared decode budget).
+
 The module also holds the two geometric steps of the CLMLF image pipeline,
 :func:`resize_shorter_side` and :func:`center_crop` (resize 256, crop 224), and
 :func:`resize_and_center_crop`, which does both in bounded memory for any aspect ratio.
@@ -96,6 +99,22 @@ def decode_image(
             message = _describe(exc)
             reason = "truncated" if _looks_truncated(exc) else "corrupt"
             raise ImageDecodeError(reason, message) from None
+
+
+def decoded_pixels(data: bytes, target_size: int | None = DEFAULT_TARGET_SIZE) -> int:
+    """How many pixels :func:`decode_image` (same ``target_size``) will decode ``data`` to, read
+    from the header alone (JPEG draft scaling applied; nothing is decoded).  0 when the header
+    cannot be read: :func:`decode_image` then fails the same way before decoding anything."""
+    if not data:
+        return 0
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as img:
+            if target_size and img.format == "JPEG":
+                img.draft("RGB", (target_size, target_size))
+            width, height = img.size
+    except Exception:  # any header failure on hostile input: decode_image reports it
+        return 0
+    return max(0, width) * max(0, height)
 
 
 def resize_shorter_side(img: Image.Image, size: int) -> Image.Image:

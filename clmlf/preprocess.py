@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from clmlf.config import ModelConfig
-from clmlf.images import decode_image, resize_and_center_crop
+from clmlf.images import DEFAULT_MAX_PIXELS, decode_image, decoded_pixels, resize_and_center_crop
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -86,12 +86,17 @@ class Preprocessor:
         """The evaluation image pipeline: resize 256, center crop 224, ToTensor, normalise."""
         return self.to_tensor(self.resize_and_crop(image))
 
-    def decode(self, data: bytes) -> Image.Image:
-        """Untrusted bytes -> RGB PIL image (raises ``clmlf.images.ImageDecodeError``)."""
-        return decode_image(data, self.config.resize)
+    def decode(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """Untrusted bytes -> RGB PIL image (raises ``clmlf.images.ImageDecodeError``); images
+        declaring more than ``max_pixels`` are refused before decoding."""
+        return decode_image(data, self.config.resize, max_pixels=max_pixels)
 
-    def image_from_bytes(self, data: bytes) -> Tensor:
-        return self.image_tensor(self.decode(data))
+    def decoded_pixels(self, data: bytes) -> int:
+        """Pixels :meth:`decode` will allocate for ``data`` (from the header; 0 if unreadable)."""
+        return decoded_pixels(data, self.config.resize)
+
+    def image_from_bytes(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+        return self.image_tensor(self.decode(data, max_pixels))
 
     def blank_pixels(self, n: int) -> Tensor:
         size = self.config.image_size

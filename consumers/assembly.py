@@ -15,6 +15,7 @@ from typing import Any
 
 from consumers.alert_loop import AlertLoop, TopicCappedGauge
 from consumers.config import RunConfig
+from consumers.decode_budget import DecodeBudget
 from consumers.dlq import DeadLetterWriter
 from consumers.health import HealthServer
 from consumers.image_stage import ImageStage
@@ -117,9 +118,26 @@ def kafka_consumer(config: RunConfig) -> Any:
         request_timeout_ms=max(30_000, session + 5000),
         reconnect_backoff_max_ms=2000,
         fetch_max_wait_ms=100,  # an idle partition answers within 100 ms: new posts are seen quickly
+        # one fetch is what a poll can add beyond --max-in-flight-bytes: keep it a small part of it
+        fetch_max_bytes=fetch_bytes_for(config.max_in_flight_bytes),
+        max_partition_fetch_bytes=min(1 << 20, fetch_bytes_for(config.max_in_flight_bytes)),
         bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         **config.security.client_kwargs(),
     )
+
+
+def fetch_bytes_for(max_in_flight_bytes: int) -> int:
+    """Kafka ``fetch_max_bytes`` for a byte budget: 1/16 of it, within 1..50 MiB (the client's
+    default).  A record larger than this is still fetched, alone."""
+    return max(1 << 20, min(50 << 20, max_in_flight_bytes // 16))
+
+
+def image_decoder(preprocessor: Any, max_image_pixels: int) -> Any:
+    """Untrusted image bytes -> model tensor, refusing images over ``max_image_pixels``."""
+    def decode(data: bytes) -> Any:
+        return preprocessor.image_from_bytes(data, max_pixels=max_image_pixels)
+
+    return decode
 
 
 def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineMetrics | None = None,
@@ -159,10 +177,13 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     def count_image(outcome: str) -> None:
         metrics.image_fetch.labels(outcome=outcome).inc()
 
+    preprocessor = predictor.preprocessor
     images: ImageStage | TextOnlyStage
-    if predictor.preprocessor.config.trained_with_images:
-        images = ImageStage(ready, fetcher.post_image_bytes, predictor.preprocessor.image_from_bytes,
-                            config.image_workers, count_image)
+    if preprocessor.config.trained_with_images:
+        budget = DecodeBudget(config.max_decode_pixels, on_change=metrics.decode_pixels.set)
+        images = ImageStage(ready, fetcher.post_image_bytes, image_decoder(preprocessor, config.max_image_pixels),
+                            config.image_workers, count_image, budget=budget,
+                            decoded_pixels=preprocessor.decoded_pixels)
     else:  # a text-only checkpoint: images are neither fetched nor decoded ("image": "ignored")
         log.info("model %s was trained without images: post images are ignored", predictor.model_name)
         images = TextOnlyStage(ready, count_image)
@@ -178,8 +199,11 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
                       output=producer if config.output_topic else None, output_topic=config.output_topic,
                       kafka_errors=kafka_is_down)
     dlq = DeadLetterWriter(producer, on_error=lambda: metrics.sink_errors.labels(sink="dlq").inc())
+    image_size = int(preprocessor.config.image_size)
     settings = LoopSettings(topic=config.topic, dlq_topic=config.dlq_topic, max_in_flight=config.max_in_flight,
-                            exit_when_idle=config.exit_when_idle, shutdown_grace=config.shutdown_grace)
+                            exit_when_idle=config.exit_when_idle, shutdown_grace=config.shutdown_grace,
+                            max_in_flight_bytes=config.max_in_flight_bytes,
+                            image_tensor_bytes=3 * image_size * image_size * 4)
     pipeline = Pipeline(settings, consumer, dlq, images, ready, worker, sink_queue, sink, completions, metrics)
 
     health = None

@@ -9,6 +9,7 @@ Secrets (SASL password, alert webhook URL) are ``SecretStr`` and never appear in
 from __future__ import annotations
 
 import argparse
+from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -67,6 +68,38 @@ class KafkaSecurity(BaseModel):
         }
 
 
+# The memory budget of one member, sized to the 4 GiB limit of the k8s consumer pod (docs/security.md):
+# ~0.9 GB process + model, decode budget x 14 B/pixel (worst mode, bench/decode_memory.py) = 0.63 GiB,
+# in-flight posts 1 GiB, batch activations, fetched image bytes: about 3.3 GiB in all.
+DEFAULT_MAX_IN_FLIGHT_BYTES = 1 << 30
+DEFAULT_MAX_DECODE_PIXELS = 48_000_000
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+def parse_size(text: str | int, units: dict[str, int]) -> int:
+    """``1073741824``, ``512MiB``, ``1GiB`` (bytes) or ``48M``, ``40000000`` (pixels) -> int."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    value = str(text).strip().replace("_", "")
+    for suffix in sorted(units, key=len, reverse=True):
+        if value.lower().endswith(suffix.lower()):
+            number = value[: len(value) - len(suffix)].strip()
+            break
+    else:
+        number, suffix = value, ""
+    try:
+        amount = Fraction(number)  # exact: 4611686019GB is 4611686019 * 10**9, not a float's rounding
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"invalid size {text!r}") from None
+    if amount < 0:
+        raise ValueError(f"invalid size {text!r}")
+    return int(amount * units.get(suffix, 1))
+
+
+BYTE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "KB": 1000, "MB": 10**6, "GB": 10**9}
+PIXEL_UNITS = {"K": 1000, "M": 1_000_000}
+
+
 def check_bootstrap(value: str) -> str:
     """Normalised ``HOST:PORT[,HOST:PORT..]`` or ValueError."""
     servers = [s.strip() for s in value.split(",") if s.strip()]
@@ -110,6 +143,9 @@ class RunConfig(BaseModel):
     image_workers: int = Field(default=8, ge=1, le=256)
     image_timeout: float = Field(default=5.0, gt=0, le=120)
     max_in_flight: int = Field(default=1024, ge=1, le=1_000_000)
+    max_in_flight_bytes: int = Field(default=DEFAULT_MAX_IN_FLIGHT_BYTES, ge=1 << 20, le=1 << 40)
+    max_decode_pixels: int = Field(default=DEFAULT_MAX_DECODE_PIXELS, ge=1_000_000, le=2_000_000_000)
+    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1_000_000, le=2_000_000_000)
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
     session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     max_topic_labels: int = Field(default=50, ge=1, le=10_000)
@@ -118,6 +154,13 @@ class RunConfig(BaseModel):
     alert_webhook: SecretStr | None = None
     log_level: str = "INFO"
     security: KafkaSecurity = KafkaSecurity()
+
+    @model_validator(mode="after")
+    def _image_fits_the_decode_budget(self) -> RunConfig:
+        if self.max_image_pixels > self.max_decode_pixels:
+            raise ValueError(f"--max-image-pixels ({self.max_image_pixels}) must be at most "
+                             f"--max-decode-pixels ({self.max_decode_pixels})")
+        return self
 
     @field_validator("bootstrap")
     @classmethod
@@ -179,6 +222,8 @@ class RunConfig(BaseModel):
             f"threads={self.threads or 'auto'} max_batch={self.max_batch} "
             f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
             f"metrics={self.metrics_host}:{self.metrics_port} security={self.security.protocol} "
+            f"max_in_flight={self.max_in_flight}/{self.max_in_flight_bytes / 2**20:.0f}MiB "
+            f"decode_pixels={self.max_decode_pixels} image_pixels={self.max_image_pixels} "
             f"retention={format_duration(self.retention.minute_retention)}/"
             f"{format_duration(self.retention.hourly_retention)} alerts={self._alerts_display()}"
         )
@@ -197,6 +242,20 @@ def _duration_arg(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bytes_arg(text: str) -> int:
+    try:
+        return parse_size(text, BYTE_UNITS)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (use e.g. 1GiB, 512MiB or a number of bytes)") from None
+
+
+def _pixels_arg(text: str) -> int:
+    try:
+        return parse_size(text, PIXEL_UNITS)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (use e.g. 48M or a number of pixels)") from None
 
 
 def _interval_arg(text: str) -> float:
@@ -261,6 +320,14 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     images.add_argument("--image-timeout", type=_duration_arg, default=env_default("CLMLF_IMAGE_TIMEOUT", "5s"),
                         metavar="DURATION", help="total time budget per image fetch (default 5s) "
                         "[CLMLF_IMAGE_TIMEOUT]")
+    images.add_argument("--max-decode-pixels", type=_pixels_arg,
+                        default=env_default("CLMLF_MAX_DECODE_PIXELS", DEFAULT_MAX_DECODE_PIXELS), metavar="N",
+                        help="decode budget: pixels all image workers together may decode at once, at most "
+                             "14 bytes each while decoding (default 48M) [CLMLF_MAX_DECODE_PIXELS]")
+    images.add_argument("--max-image-pixels", type=_pixels_arg,
+                        default=env_default("CLMLF_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS), metavar="N",
+                        help="refuse (image: failed) an image whose header declares more pixels; at most "
+                             "--max-decode-pixels (default 40M) [CLMLF_MAX_IMAGE_PIXELS]")
 
     ops = parser.add_argument_group("Operations")
     ops.add_argument("--metrics-port", type=int, default=env_default("CLMLF_METRICS_PORT", 9108), metavar="P",
@@ -272,6 +339,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     ops.add_argument("--max-in-flight", type=int, default=env_default("CLMLF_MAX_IN_FLIGHT", 1024), metavar="N",
                      help="posts held in memory before partitions are paused (default 1024) "
                           "[CLMLF_MAX_IN_FLIGHT]")
+    ops.add_argument("--max-in-flight-bytes", type=_bytes_arg,
+                     default=env_default("CLMLF_MAX_IN_FLIGHT_BYTES", DEFAULT_MAX_IN_FLIGHT_BYTES), metavar="SIZE",
+                     help="also pause partitions when the posts held take this much memory (raw value, "
+                          "base64 image, image tensor), e.g. 512MiB (default 1GiB) [CLMLF_MAX_IN_FLIGHT_BYTES]")
     ops.add_argument("--exit-when-idle", type=_duration_arg, default=env_default("CLMLF_EXIT_WHEN_IDLE"),
                      metavar="DURATION", help="exit 0 after this long with nothing to do (scripts, tests) "
                      "[CLMLF_EXIT_WHEN_IDLE]")
@@ -290,8 +361,8 @@ def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentPars
     values = {name: getattr(args, name) for name in (
         "bootstrap", "topic", "group", "redis_url", "redis_prefix", "checkpoint", "device", "precision", "threads",
         "max_batch", "max_wait_ms", "metrics_port", "metrics_host", "output_topic", "exit_when_idle",
-        "allow_private_images",
-        "image_workers", "image_timeout", "max_in_flight", "shutdown_grace", "session_timeout_ms", "log_level")}
+        "allow_private_images", "image_workers", "image_timeout", "max_in_flight", "max_in_flight_bytes",
+        "max_decode_pixels", "max_image_pixels", "shutdown_grace", "session_timeout_ms", "log_level")}
     values["security"] = KafkaSecurity.from_env()
     values["retention"] = RetentionSettings.from_args(args)
     values["alert_interval"] = 0.0 if args.no_alerts else args.alert_interval

@@ -3,9 +3,13 @@
 Posts without an image go straight to the ready queue; posts with one are
 fetched (inline base64 or URL, via the image fetcher) and decoded on
 ``workers`` threads while the model worker keeps running batches, then join the
-ready queue.  Any failure (blocked address, timeout, too large, not an image,
-decompression bomb) leaves the post text-only with ``image = "failed"``; the
-outcome is counted.  Work whose partition lease was revoked is skipped.
+ready queue.  Before decoding, a worker reserves the pixels the image will
+decode to (from its header) from the shared :class:`~consumers.decode_budget.DecodeBudget`
+and holds them until the image is a model tensor, so the workers together never
+decode more than the budget at once.  Any failure (blocked address, timeout, too
+large, not an image, decompression bomb) leaves the post text-only with
+``image = "failed"``; the outcome is counted.  Work whose partition lease was
+revoked is skipped.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from clmlf.posts import Post
+from consumers.decode_budget import DecodeBudget
 from consumers.work import WorkItem
 
 FetchBytes = Callable[[Post], bytes | None]
 DecodeImage = Callable[[bytes], Any]
+DecodedPixels = Callable[[bytes], int]
 log = logging.getLogger(__name__)
 
 
@@ -29,10 +35,16 @@ class ImageStage:
     """Turns polled posts into ready posts (image tensor attached or status set)."""
 
     def __init__(self, ready: queue.Queue[WorkItem], fetch: FetchBytes, decode: DecodeImage, workers: int,
-                 count_outcome: Callable[[str], None]) -> None:
+                 count_outcome: Callable[[str], None], budget: DecodeBudget | None = None,
+                 decoded_pixels: DecodedPixels | None = None) -> None:
+        """``budget`` + ``decoded_pixels`` (header -> pixels): decode only within the budget."""
+        if (budget is None) != (decoded_pixels is None):
+            raise ValueError("give both budget and decoded_pixels, or neither")
         self._ready = ready
         self._fetch = fetch
         self._decode = decode
+        self.budget = budget
+        self._pixels = decoded_pixels
         self._count = count_outcome
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image")
         self._in_progress = 0
@@ -73,7 +85,10 @@ class ImageStage:
             data = self._fetch(post)
             if data is None:
                 return None, "none", "none"
-            return self._decode(data), "used", "used"
+            if self.budget is None or self._pixels is None:
+                return self._decode(data), "used", "used"
+            with self.budget.reserve(self._pixels(data)):
+                return self._decode(data), "used", "used"
         except Exception as exc:  # every image failure degrades the post to text-only
             reason = getattr(exc, "reason", None) or type(exc).__name__
             log.debug("image of post %r failed: %s", post.id, exc)

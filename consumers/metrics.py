@@ -85,6 +85,11 @@ class PipelineMetrics:
             self.sink_errors.labels(sink=sink)
         for kind in OUT_OF_WINDOW_KINDS:
             self.out_of_window.labels(kind=kind)
+        self.in_flight_bytes = Gauge("clmlf_in_flight_bytes",
+                                     "Memory held by in-flight posts (raw value, base64 image, image tensor)",
+                                     registry=r)
+        self.decode_pixels = Gauge("clmlf_image_decode_pixels",
+                                   "Pixels being decoded right now, reserved from the decode budget", registry=r)
         self.alert_active = Gauge("clmlf_alert_active", "Trend alerts currently firing (1) per topic and kind",
                                   ["topic", "kind"], registry=r)
 

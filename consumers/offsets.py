@@ -4,7 +4,8 @@ Posts of one partition are taken in offset order but may finish out of order
 (an image fetch is slow, a batch groups by length).  For each partition the
 tracker keeps the started offsets in order and the finished ones; the commit
 point is the lowest offset not yet finished (or one past the last started one),
-so everything below a committed offset is durably done.
+so everything below a committed offset is durably done.  It also sums the bytes
+each unfinished offset holds (the consumer loop's byte budget).
 
 Ownership of a partition is a :class:`PartitionLease`.  On revoke the lease is
 marked revoked and forgotten: late completions carrying it are ignored, and any
@@ -37,6 +38,7 @@ class _PartitionState:
     finished: set[int] = field(default_factory=set)
     next_offset: int | None = None  # one past the last started offset
     committed: int | None = None  # last commit point sent and acknowledged
+    held: dict[int, int] = field(default_factory=dict)  # unfinished offset -> bytes it holds
 
     def commit_point(self) -> int | None:
         while self.started and self.started[0] in self.finished:
@@ -52,6 +54,7 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._parts: dict[Hashable, _PartitionState] = {}
         self._lock = threading.RLock()
+        self._held_bytes = 0
 
     def assign(self, partition: Hashable) -> PartitionLease:
         """Start owning ``partition`` (idempotent while the current lease is live)."""
@@ -85,8 +88,9 @@ class OffsetTracker:
         with self._lock:
             return list(self._parts)
 
-    def start(self, partition: Hashable, offset: int) -> PartitionLease:
-        """Record that ``offset`` was taken for processing; returns the lease to carry with it.
+    def start(self, partition: Hashable, offset: int, nbytes: int = 0) -> PartitionLease:
+        """Record that ``offset`` was taken for processing, holding ``nbytes`` of memory until it
+        finishes (see :meth:`held_bytes`); returns the lease to carry with it.
 
         An offset at or below one already started means the client rewound the
         partition (e.g. after a failed commit): the old in-flight work is dropped
@@ -105,9 +109,27 @@ class OffsetTracker:
                 state.committed = committed
             state.started.append(offset)
             state.next_offset = offset + 1
+            if nbytes:
+                state.held[offset] = state.held.get(offset, 0) + nbytes
+                self._held_bytes += nbytes
             return state.lease
 
-    def start_owned(self, partition: Hashable, offset: int) -> PartitionLease | None:
+    def hold(self, lease: PartitionLease, offset: int, nbytes: int) -> None:
+        """Add ``nbytes`` to what the unfinished ``offset`` holds (ignored for a stale lease)."""
+        with self._lock:
+            state = self._parts.get(lease.partition)
+            if state is None or state.lease is not lease or nbytes <= 0 or offset in state.finished:
+                return
+            state.held[offset] = state.held.get(offset, 0) + nbytes
+            self._held_bytes += nbytes
+
+    def held_bytes(self) -> int:
+        """Memory held by started, unfinished offsets of owned partitions (as declared to
+        :meth:`start` / :meth:`hold`), released as they finish or their partition is revoked."""
+        with self._lock:
+            return self._held_bytes
+
+    def start_owned(self, partition: Hashable, offset: int, nbytes: int = 0) -> PartitionLease | None:
         """Like :meth:`start`, but only for a partition this process owns now; None otherwise.
 
         A record polled just before its partition was revoked must not be taken: it
@@ -117,7 +139,7 @@ class OffsetTracker:
         with self._lock:
             if partition not in self._parts:
                 return None
-            return self.start(partition, offset)
+            return self.start(partition, offset, nbytes)
 
     def done_below(self, partition: Hashable, offset: int) -> None:
         """Everything below ``offset`` of a (re)assigned ``partition`` is known to be done (finished
@@ -141,6 +163,7 @@ class OffsetTracker:
             if state is None or state.lease is not lease or lease.revoked:
                 return False
             state.finished.add(offset)
+            self._held_bytes -= state.held.pop(offset, 0)
             return True
 
     def pending(self, partition: Hashable | None = None) -> int:
@@ -182,4 +205,5 @@ class OffsetTracker:
                 if state is not None:
                     state.lease.revoked = True
                     dropped += len(state.started) - len(state.finished)
+                    self._held_bytes -= sum(state.held.values())
             return dropped

@@ -5,8 +5,10 @@ One thread (the caller of :meth:`Pipeline.run`) owns the Kafka consumer and the
 
 1. collects finished offsets (sink writer, dead-letter writer) into the tracker;
 2. commits, per partition, the highest offset below which everything is done;
-3. pauses all partitions when ``max_in_flight`` posts are held and resumes them
-   at half of it (so every queue stays bounded and memory flat);
+3. pauses all partitions when ``max_in_flight`` posts, or ``max_in_flight_bytes``
+   of them (raw value, base64 image, image tensor), are held, and resumes them when
+   both are back at half (so every queue stays bounded and memory flat; nothing is
+   dropped: unpolled records simply wait in Kafka);
 4. polls records, dead-letters invalid ones and hands valid ones to the image
    stage, which feeds the model worker, which feeds the sink writer.
 
@@ -38,7 +40,7 @@ from consumers.metrics import PipelineMetrics
 from consumers.offsets import OffsetTracker
 from consumers.sinks import SinkWriter
 from consumers.text_only_stage import TextOnlyStage
-from consumers.work import DeadLetter, Done, WorkItem
+from consumers.work import DeadLetter, Done, WorkItem, post_bytes
 from consumers.worker import ModelWorker
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class LoopSettings:
     max_in_flight: int
     exit_when_idle: float | None
     shutdown_grace: float
+    max_in_flight_bytes: int = 1 << 30
+    image_tensor_bytes: int = 0  # what a decoded image of the model costs, counted per post with an image
     poll_timeout_ms: int = 100
 
 
@@ -313,7 +317,7 @@ class Pipeline:
             log.warning("rewind of %s[%d] failed: %s", tp.topic, tp.partition, exc)
 
     def _take(self, tp: TopicPartition, record: Any) -> None:
-        lease = self.tracker.start_owned(tp, record.offset)
+        lease = self.tracker.start_owned(tp, record.offset, nbytes=len(record.value or b""))
         if lease is None:  # not owned (callers check first; kept as a guard)
             return
         self._last_activity = time.monotonic()
@@ -325,6 +329,7 @@ class Pipeline:
         except Exception as exc:  # parse_post is total; one record, one fate all the same
             reason, detail = "unparseable", " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         else:
+            self.tracker.hold(lease, record.offset, post_bytes(post, self.settings.image_tensor_bytes))
             self.images.submit(WorkItem(lease=lease, topic=tp.topic, partition=tp.partition,
                                         offset=record.offset, key=record.key, raw=value, post=post,
                                         record_time=record.timestamp / 1000.0, received=time.monotonic()))
@@ -390,20 +395,24 @@ class Pipeline:
 
     def _apply_backpressure(self, force_pause: bool = False) -> None:
         held = self.tracker.pending()
+        held_bytes = self.tracker.held_bytes()
+        limits = self.settings
         assignment = self.consumer.assignment()
-        if force_pause or held >= self.settings.max_in_flight:
+        if force_pause or held >= limits.max_in_flight or held_bytes >= limits.max_in_flight_bytes:
             unpaused = assignment - self.consumer.paused()
             if unpaused:
                 self.consumer.pause(*unpaused)
                 if not force_pause and not self._paused:
-                    log.info("backpressure: %d posts in flight, pausing %d partitions", held, len(unpaused))
+                    log.info("backpressure: %d posts (%.1f MiB) in flight, pausing %d partitions", held,
+                             held_bytes / 2**20, len(unpaused))
             self._paused = True
-        elif self._paused and held <= self.settings.max_in_flight // 2:
+        elif (self._paused and held <= limits.max_in_flight // 2
+              and held_bytes <= limits.max_in_flight_bytes // 2):
             paused = self.consumer.paused()
             if paused:
                 self.consumer.resume(*paused)
             self._paused = False
-            log.debug("backpressure released: %d posts in flight", held)
+            log.debug("backpressure released: %d posts (%.1f MiB) in flight", held, held_bytes / 2**20)
 
     def _update_gauges(self) -> None:
         m = self.metrics
@@ -412,6 +421,7 @@ class Pipeline:
         m.queue_depth.labels(queue="sink").set(self.sink_queue.qsize())
         m.queue_depth.labels(queue="dlq").set(len(self.dlq))
         m.queue_depth.labels(queue="in_flight").set(self.tracker.pending())
+        m.in_flight_bytes.set(self.tracker.held_bytes())
         now = time.monotonic()
         if now - self._last_lag < LAG_INTERVAL:
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,18 @@ class WorkItem:
     @property
     def text_length(self) -> int:
         return len(self.post.text)
+
+
+def post_bytes(post: Post, image_tensor_bytes: int) -> int:
+    """Memory a parsed post holds besides its raw value, as counted against
+    ``--max-in-flight-bytes``: its text and base64 image strings, and the decoded image
+    tensor it will carry (``image_tensor_bytes``) when it has an image source."""
+    held = sys.getsizeof(post.text)
+    if post.image_b64:
+        held += sys.getsizeof(post.image_b64)
+    if post.has_image_source:
+        held += image_tensor_bytes
+    return held
 
 
 @dataclass(frozen=True, slots=True)

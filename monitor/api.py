@@ -1,9 +1,11 @@
 """The monitor's HTTP API (FastAPI): topic sentiment, time series, alerts, health.
 
-``create_app(store, alerts, token=None)`` builds the app; ``clmlf-monitor serve`` hosts it
+``create_app(store, alerts, token=None, request_timeout=10.0)`` builds the app; ``clmlf-monitor serve`` hosts it
 with uvicorn and the consumer's ``run`` may host it too.  With a token, every ``/v1``
 route needs ``Authorization: Bearer <token>`` (compared in constant time).  Errors are
-JSON ``{"error": message, "status": code}``.  See docs/api.md.
+JSON ``{"error": message, "status": code}``; a request not answered in time gets ``504``.
+Every route costs a bounded amount of Redis work (top-N queries: O(limit), see
+:func:`monitor.query.ranked_topics`).  See docs/api.md.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clmlf.posts import MAX_TOPIC_CHARS, iso_utc
 from clmlf.settings import parse_duration
 from monitor.alerts import AlertEngine, alerts_json, list_alerts
-from monitor.query import ranked_topics
+from monitor.query import ranked_json, ranked_topics
+from monitor.request_timeout import RequestTimeout
 from monitor.store import SentimentStore, WindowCounts
 
 log = logging.getLogger(__name__)
 MAX_POINTS = 2000
+DEFAULT_REQUEST_TIMEOUT = 10.0
 
 TopicPath = Annotated[str, Path(min_length=1, max_length=MAX_TOPIC_CHARS, description="topic name")]
 WindowQuery = Annotated[str, Query(max_length=16, description="window: 90s, 15m, 1h, 1d")]
@@ -43,6 +47,7 @@ class Sentiment(BaseModel):
 class RankedTopics(BaseModel):
     window_seconds: int
     rank: str
+    exact: bool
     topics: list[Sentiment]
 
 
@@ -83,8 +88,10 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
-def create_app(store: SentimentStore, alerts: AlertEngine | None = None, token: str | None = None) -> FastAPI:
-    """The API over ``store``; ``alerts`` (optional) answers ``/v1/alerts?active=true`` from live state."""
+def create_app(store: SentimentStore, alerts: AlertEngine | None = None, token: str | None = None,
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> FastAPI:
+    """The API over ``store``; ``alerts`` (optional) answers ``/v1/alerts?active=true`` from live state.
+    A request not answered within ``request_timeout`` seconds gets ``504`` (JSON error)."""
     import redis
 
     app = FastAPI(
@@ -129,8 +136,7 @@ def create_app(store: SentimentStore, alerts: AlertEngine | None = None, token: 
         negative_label: Annotated[str, Query(min_length=1, max_length=64)] = "negative",
     ) -> dict[str, Any]:
         seconds = _seconds("window", window, 1, max_window)
-        rows = ranked_topics(store, seconds, rank, limit, negative_label)
-        return {"window_seconds": int(round(seconds)), "rank": rank, "topics": [r.to_dict() for r in rows]}
+        return ranked_json(ranked_topics(store, seconds, rank, limit, negative_label), seconds, rank)
 
     @app.get("/v1/topics/{topic}/sentiment", response_model=Sentiment, dependencies=v1,
              summary="Counts and shares by label over the last window")
@@ -174,6 +180,7 @@ def create_app(store: SentimentStore, alerts: AlertEngine | None = None, token: 
             return _error(503, "Redis unavailable")
         return {"status": "ready"}
 
+    app.add_middleware(RequestTimeout, seconds=request_timeout)
     return app
 
 

@@ -36,6 +36,11 @@ class KeyLayout:
         """Hourly roll-up hash, same fields as :meth:`minute`, kept longer."""
         return f"{self.prefix}:h:{topic}:{hour_start}"
 
+    def rank(self, kind: str, bucket_start: int, field: str) -> str:
+        """Ranked index of one bucket (``kind`` ``m`` = minute, ``h`` = hour): a sorted set
+        topic -> count of ``field`` (a label, or ``_total`` for volume) in that bucket."""
+        return f"{self.prefix}:rank:{kind}:{bucket_start}:{field}"
+
     def recent(self, topic: str) -> str:
         """List of the newest result JSONs of one topic (newest first, capped)."""
         return f"{self.prefix}:recent:{topic}"

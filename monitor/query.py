@@ -6,9 +6,23 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from monitor.keys import TOTAL_FIELD
 from monitor.store import SentimentStore, WindowCounts
 
 Rank = Literal["volume", "negative"]
+
+
+CANDIDATE_FACTOR = 2  # candidates counted exactly, per requested row
+MIN_DEPTH = 100  # members read from each bucket's ranked index, at least (more: better candidates)
+
+
+class Ranking(list[WindowCounts]):
+    """``ranked_topics``' answer: the rows, best first, plus ``exact``: True when the ranked
+    index proves that no topic left out belongs in the rows (see docs/api.md)."""
+
+    def __init__(self, rows: Sequence[WindowCounts] = (), exact: bool = True) -> None:
+        super().__init__(rows)
+        self.exact = exact
 
 
 def ranked_topics(
@@ -18,20 +32,47 @@ def ranked_topics(
     limit: int = 50,
     negative_label: str = "negative",
     now: float | None = None,
-) -> list[WindowCounts]:
-    """Topics with posts in the last window, ranked by volume or negative share (one round trip
-    for the counts).  Ties break by volume, then name."""
+) -> Ranking:
+    """The ``limit`` topics of the last window with the most posts (``volume``) or the highest
+    negative share (``negative``; ties by volume, then name), at a cost bounded by ``limit``.
+
+    Candidates come from the ranked index: per bucket of the window, the ``depth`` =
+    ``max(100, 2 * limit)`` topics with the most posts (or the most negative posts) are read and
+    summed; the best ``2 * limit`` sums are counted exactly (ZMSCORE on the same index).  Redis
+    work: one script reading buckets x ``depth`` sorted-set members, then one script per label
+    and one for the totals, each one ZMSCORE of ``2 * limit`` members per bucket (plus one more
+    candidate script for ``negative`` when fewer than ``limit`` topics have negative posts),
+    whatever the number of topics.  ``rank=negative`` ranks, by share, the topics with the most negative
+    posts, then (when fewer than ``limit`` have any) the busiest others, whose share is 0.
+    """
+    if limit < 1:
+        raise ValueError("limit must be >= 1")
     now = time.time() if now is None else now
-    start, _ = store.window_bounds(window_seconds, now)
-    topics = [t for t, _ in store.topics(active_since=start)]
-    if not topics:
-        return []
-    counts = [c for c in store.window_counts_many(topics, window_seconds, now).values() if c.total]
+    start, end = store.window_bounds(window_seconds, now)
+    want = CANDIDATE_FACTOR * limit
+    depth = max(MIN_DEPTH, want)
+    field = TOTAL_FIELD if rank == "volume" else negative_label
+    names, bound = store.top_candidates(field, start, end, depth, want, now)
+    fill_bound = None
+    if rank == "negative" and len(names) < limit:
+        busiest, fill_bound = store.top_candidates(TOTAL_FIELD, start, end, depth, want, now)
+        have = set(names)
+        names += [name for name in busiest if name not in have]
+    if not names:
+        return Ranking([], exact=bound == 0)
+    counts = [c for c in store.ranked_counts(names, window_seconds, now).values() if c.total]
     if rank == "negative":
         counts.sort(key=lambda c: (-c.share(negative_label), -c.total, c.topic))
     else:
         counts.sort(key=lambda c: (-c.total, c.topic))
-    return counts[:limit]
+    rows = counts[:limit]
+    if rank == "volume":
+        exact = bound == 0 or (len(rows) == limit and rows[-1].total > bound)
+    else:
+        exact = bound == 0 and (
+            fill_bound is None or fill_bound == 0 or (len(rows) == limit and rows[-1].total > fill_bound)
+        )
+    return Ranking(rows, exact=exact)
 
 
 def format_table(rows: Sequence[WindowCounts], window_label: str) -> str:
@@ -54,5 +95,6 @@ def ranked_json(rows: Sequence[WindowCounts], window_seconds: float, rank: Rank)
     return {
         "window_seconds": int(round(window_seconds)),
         "rank": rank,
+        "exact": getattr(rows, "exact", True),
         "topics": [row.to_dict() for row in rows],
     }

@@ -157,6 +157,9 @@ class SentimentStore:
         lua = resources.files("monitor.lua")
         self._record_script = self.redis_client.register_script(lua.joinpath("record.lua").read_text("utf-8"))
         self._sum_script = self.redis_client.register_script(lua.joinpath("sum_hashes.lua").read_text("utf-8"))
+        self._top_script = self.redis_client.register_script(lua.joinpath("top_candidates.lua").read_text("utf-8"))
+        self._rank_counts_script = self.redis_client.register_script(
+            lua.joinpath("rank_counts.lua").read_text("utf-8"))
 
     # ------------------------------------------------------------------ write path
 
@@ -219,7 +222,14 @@ class SentimentStore:
             minute_start = int(event_ts // self.bucket_seconds * self.bucket_seconds)
             hour_start = int(event_ts // HOUR * HOUR)
             topics = list(dict.fromkeys(result.topics)) or ["all"]
-            keys += [self.keys.seen(result.id), self.keys.result(result.id)]
+            keys += [
+                self.keys.seen(result.id),
+                self.keys.result(result.id),
+                self.keys.rank("m", minute_start, result.label),
+                self.keys.rank("m", minute_start, TOTAL_FIELD),
+                self.keys.rank("h", hour_start, result.label),
+                self.keys.rank("h", hour_start, TOTAL_FIELD),
+            ]
             for topic in topics:
                 keys += [
                     self.keys.minute(topic, minute_start),
@@ -324,6 +334,53 @@ class SentimentStore:
         groups = [[self._part_key(topic, part) for part in plan_range(s, s + step, bs, floor)] for s in starts]
         labels, sums = self._sum_groups(groups)
         return [_window(topic, totals, labels, s, s + step) for s, totals in zip(starts, sums, strict=True)]
+
+    def top_candidates(
+        self, field: str, start: int, end: int, depth: int, want: int, now: float | None = None
+    ) -> tuple[list[str], float]:
+        """Up to ``want`` topics most likely to have the highest count of ``field`` (a label, or
+        ``_total`` for volume) over ``[start, end)``, from the ranked index of each bucket.
+
+        One script call reading at most ``depth`` members of each bucket's sorted set: the cost
+        grows with the number of buckets of the window and ``depth``, never with the number of
+        topics.  Returns the candidates (best first by the counts read) and ``bound``, the most
+        any topic left out can have in the range (0: none left out has a count).
+        """
+        if depth < 1 or want < 1:
+            raise ValueError("depth and want must be >= 1")
+        now = time.time() if now is None else now
+        plan = plan_range(start, end, self.bucket_seconds, self._minute_floor(now))
+        if not plan:
+            return [], 0.0
+        keys = [self.keys.rank(part.kind, part.start, field) for part in plan]
+        reply = self._top_script(keys=keys, args=[depth, want])
+        return list(reply[1:]), float(reply[0])
+
+    def ranked_counts(
+        self, topics: Sequence[str], window_seconds: float, now: float | None = None
+    ) -> dict[str, WindowCounts]:
+        """Counts of ``topics`` over the last window read from the ranked index (the same numbers
+        as :meth:`window_counts_many`, written by the same script): one script per label plus one
+        for the totals, each one ZMSCORE per bucket and per 1,000 topics."""
+        now = time.time() if now is None else now
+        start, end = self.window_bounds(window_seconds, now)
+        plan = plan_range(start, end, self.bucket_seconds, self._minute_floor(now))
+        topics = list(dict.fromkeys(topics))
+        labels = self.labels()
+        if not topics:
+            return {}
+        pipe = self.redis_client.pipeline(transaction=False)
+        fields = [*labels, TOTAL_FIELD]
+        for name in fields:
+            keys = [self.keys.rank(part.kind, part.start, name) for part in plan]
+            self._rank_counts_script(keys=keys, args=topics, client=pipe)
+        sums = dict(zip(fields, pipe.execute(), strict=True)) if plan else {name: [0] * len(topics) for name in fields}
+        seconds = int(round(window_seconds))
+        return {
+            topic: WindowCounts(topic=topic, window_seconds=seconds, total=int(sums[TOTAL_FIELD][i]),
+                                counts={label: int(sums[label][i]) for label in labels}, start=start, end=end)
+            for i, topic in enumerate(topics)
+        }
 
     def topics(self, active_since: float | None = None) -> list[tuple[str, float]]:
         """Topics with their newest counted event time, newest first (optionally only recent ones)."""

@@ -13,7 +13,13 @@ from types import FrameType
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from clmlf.settings import build_config, env_default, setup_logging
-from monitor.config import RedisSettings, RetentionSettings, add_redis_arguments, add_retention_arguments
+from monitor.config import (
+    RedisSettings,
+    RetentionSettings,
+    add_redis_arguments,
+    add_retention_arguments,
+    duration_arg,
+)
 
 log = logging.getLogger("monitor.serve")
 
@@ -35,6 +41,7 @@ class ServeConfig(BaseModel):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(8080, ge=0, le=65535)
     api_token: SecretStr | None = None
+    request_timeout: float = Field(10.0, ge=0.1, le=600)
     log_level: str = "INFO"
 
 
@@ -54,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="port (env CLMLF_API_PORT, default 8080)")
     parser.add_argument("--api-token", default=env_default("CLMLF_API_TOKEN"), metavar="T",
                         help="require 'Authorization: Bearer T' on /v1 (env CLMLF_API_TOKEN; never logged)")
+    parser.add_argument("--request-timeout", type=duration_arg,
+                        default=env_default("CLMLF_API_REQUEST_TIMEOUT", "10s"), metavar="DUR",
+                        help="answer 504 to a request not done after this long "
+                             "(env CLMLF_API_REQUEST_TIMEOUT, default 10s, 100ms..10m)")
     parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"), help="env LOG_LEVEL")
     parser.set_defaults(func=run)
 
@@ -68,6 +79,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             "host": args.host,
             "port": args.port,
             "api_token": args.api_token or None,
+            "request_timeout": args.request_timeout,
             "log_level": args.log_level,
         },
     )
@@ -83,7 +95,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"clmlf-monitor serve: error: {exc}", file=sys.stderr)
         return 1
     token = config.api_token.get_secret_value() if config.api_token else None
-    app = create_app(store, token=token)
+    app = create_app(store, token=token, request_timeout=config.request_timeout)
     log.info("API on http://%s:%d (Redis %s, auth %s)", config.host, config.port,
              config.redis.display_url, "on" if token else "off")
     try:
