@@ -259,7 +259,7 @@ def test_two_process_ddp_on_cpu_with_gloo(tmp_path, data):
         [str(torchrun), "--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(port),
          "-m", "clmlf.cli", "train", "--preset", "mvsa-single", "--data-root", str(data), "--out", str(out),
          *TINY_MODEL_ARGS, "--batch-size", "4", "--epochs", "2", "--stage1-epochs", "1"],
-        capture_output=True, text=True, timeout=240, env=env, check=False,
+        capture_output=True, text=True, timeout=480, env=env, check=False,
     )
     assert done.returncode == 0, done.stderr[:3000]
     records = _metrics(out)
