@@ -18,7 +18,7 @@ examples:
 Each non-empty line is sent as-is (bytes unchanged, so malformed lines can be
 produced on purpose); the record key is the line's "id" when the line is a JSON
 object with a string id that UTF-8 can hold, else no key (an id with a lone
-surrogate such as "\ud800" is sent keyless; consumers dead-letter it).  Prints
+surrogate such as "\\ud800" is sent keyless; consumers dead-letter it).  Prints
 how many records were sent.
 """
 
