@@ -24,7 +24,7 @@ EXAMPLES = """examples:
   clmlf-monitor query --redis redis://localhost:6379/0 --topic acme --json
       {"topic": "acme", "window_seconds": 900, "total": 120, "counts": {...}, "shares": {...}}
   clmlf-monitor query --topic acme --window 1h            (REDIS_URL from the environment)
-  clmlf-monitor query --all --window 1d --rank negative   (topics by negative share)
+  clmlf-monitor query --all --window 1d --rank negative   (top 50 topics by negative share)
 
 Windows are whole minute buckets ending with the current minute, by event time.
 --topic is normalised as the consumers store topics (Unicode NFC, surrounding
@@ -69,7 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_redis_arguments(parser)
     add_retention_arguments(parser)
     parser.add_argument("--topic", metavar="T", help="the topic to report")
-    parser.add_argument("--all", action="store_true", help="report every topic active in the window")
+    parser.add_argument("--all", action="store_true",
+                        help="the top --limit topics of the window, from the ranked index (cost grows with "
+                             "--limit, not with the number of topics; JSON 'exact' says whether it is proven)")
     parser.add_argument("--window", type=duration_arg, default=900.0, metavar="DUR",
                         help="window length: 90s, 15m, 1h, 1d (default 15m)")
     parser.add_argument("--rank", choices=("volume", "negative"), default="volume",
