@@ -232,3 +232,21 @@ def test_probe_attention_and_disagreement_report_shares(trained, capsys):
     for row in table:
         assert row["n"] == 15 and row["neither"] >= 0
         assert row["follows_face"] + row["follows_text"] + row["neither"] == pytest.approx(1.0 + row["agree"] * row["follows_face"])
+
+
+def test_probe_help_teaches_with_examples_without_loading_torch():
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys",
+        "from clmlf.cli import main",
+        "try:",
+        "    main(['probe', 'build', '--help'])",
+        "except SystemExit as exit:",
+        "    assert exit.code == 0, exit.code",
+        "assert 'torch' not in sys.modules and 'PIL' not in sys.modules, 'heavy import on --help'",
+    ])
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "examples:" in result.stdout and FONT_PACKAGE in result.stdout and "--size" in result.stdout
