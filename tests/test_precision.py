@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from training_testlib import make_mvsa
 
@@ -51,6 +51,7 @@ def test_parse_precision_rejects_anything_else_in_one_line(text: str) -> None:
     assert "\n" not in str(info.value)
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # shared, loaded machine: no time limits
 @given(st.text(max_size=12))
 def test_parse_precision_returns_a_mode_or_raises(text: str) -> None:
     try:
@@ -59,6 +60,7 @@ def test_parse_precision_returns_a_mode_or_raises(text: str) -> None:
         assert text.strip().lower() not in (*PRECISIONS, "float32", "bfloat16")
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # shared, loaded machine: no time limits
 @given(st.lists(st.sampled_from(["fpu", "sse2", "avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]),
                 unique=True))
 def test_cpu_flags_round_trip_and_decide_native_bf16(flags: list[str]) -> None:
@@ -181,6 +183,7 @@ def test_agreement_rejects_mismatched_shapes() -> None:
         precision_agreement([[0.5, 0.5]], [[0.5, 0.5], [0.1, 0.9]])
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # shared, loaded machine: no time limits
 @given(st.integers(1, 30).flatmap(lambda n: st.tuples(
     st.lists(st.lists(st.floats(0, 1, allow_subnormal=False), min_size=3, max_size=3), min_size=n, max_size=n),
     st.lists(st.lists(st.floats(0, 1, allow_subnormal=False), min_size=3, max_size=3), min_size=n, max_size=n))))
@@ -212,6 +215,7 @@ def test_evaluate_compare_precision_reports_the_gate(tiny_checkpoint: Path, tmp_
 
 # ------------------------------------------------------------------------------------ threads
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # shared, loaded machine: no time limits
 @given(st.one_of(st.text(max_size=6), st.integers(-5, 2000)))
 def test_parse_threads_is_auto_a_count_or_an_error(text) -> None:
     try:
