@@ -256,7 +256,8 @@ def test_embedded_default_model_labels_the_examples(tmp_path: Path, monkeypatch:
     assert run_predict(["--input", str(source), "--output", str(out), "--device", "cpu"]) == 0
     results = read_lines(out)
     assert len(results) == 4 and all("error" not in r for r in results)
-    assert results[0]["image"] == "used" and results[1]["image"] == "none"
+    # the embedded default is text-only (trained_with_images: false): a post's image is ignored, never fetched
+    assert results[0]["image"] == "ignored" and results[1]["image"] == "none"
 
 
 def test_device_cuda_without_a_gpu(tmp_path: Path, capsys: pytest.CaptureFixture, tiny_checkpoint: Path,

@@ -278,6 +278,16 @@ def pipeline_health() -> Board:
                      target(f"sum(rate(clmlf_commit_failures_total{{{inst}}}[{RATE}]))", "commit failures"),
                      target(f"sum by (kind) (rate(clmlf_out_of_window_events_total{{{inst}}}[{RATE}]))",
                             "out of window: {{kind}}")], width=8))
+    board.row("Memory budgets and positions")
+    board.add(Panel("timeseries", "In-flight posts, bytes held (paused at --max-in-flight-bytes)",
+                    [target(f"sum by (instance) (clmlf_in_flight_bytes{{{inst}}})", "{{instance}}")],
+                    width=8, unit="bytes"))
+    board.add(Panel("timeseries", "Pixels being decoded (decode budget in use)",
+                    [target(f"sum by (instance) (clmlf_image_decode_pixels{{{inst}}})", "{{instance}}")],
+                    width=8, unit="short"))
+    board.add(Panel("timeseries", "Offset resets (position beyond a partition's end, e.g. recreated topic)",
+                    [target(f"sum by (topic, partition) (increase(clmlf_offset_resets_total{{{inst}}}[{RATE}]))",
+                            "{{topic}}/{{partition}}")], width=8, unit="short"))
     return board
 
 
