@@ -513,6 +513,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     from clmlf.augment import identity_augment, train_image_augment
     from clmlf.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
+    from clmlf.calibration import log_prior
     from clmlf.checkpoint import save_checkpoint
     from clmlf.distractors import distractor_images
     from clmlf.evaluation import classification_metrics
@@ -578,8 +579,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     else:
         order = EpochOrder(len(train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank, world=dist_info.world)
 
-    counts = torch.tensor(data.label_counts, dtype=torch.float32).clamp_min(1.0)
-    objective = TrainingObjective(model, cfg, log_prior=(counts / counts.sum()).log().to(device))
+    objective = TrainingObjective(model, cfg, log_prior=log_prior(data.label_counts).to(device))
     step_fn: nn.Module | None = None
 
     if cfg.distractor_rate > 0 or cfg.cache_images:
@@ -609,9 +609,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             step_fn = _wrap_for_training(objective, cfg, dist_info, device)
             step_fn._text_trainable = text_trainable
         train_set.set_epoch(epoch)
-        order.set_epoch(epoch, start=0)
-        steps_per_epoch = math.ceil(math.ceil(len(order) / cfg.batch_size) / cfg.grad_accum)
         order.set_epoch(epoch, start=state["position"])
+        steps_per_epoch = math.ceil(math.ceil(len(order.indices()) / cfg.batch_size) / cfg.grad_accum)
         # Own generator: creating the iterator must not draw from the global RNG (exact resume).
         loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=order, collate_fn=collate_train,
                             num_workers=cfg.workers, drop_last=False,

@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where --apply writes the checkpoint")
     args = parser.parse_args()
 
+    from clmlf.calibration import fold_prior_shift, log_prior, shifted_predictions
     from clmlf.checkpoint import load
     from clmlf.evaluation import classification_metrics
     from clmlf.train_data import HOLDOUT, training_data
@@ -54,7 +55,7 @@ def main() -> None:
     data = training_data(args.data_root, preset.train_datasets, holdout_fraction=fraction, seed=cfg["seed"],
                          translation_view=False, probe_images=False)
     counts = torch.tensor(data.label_counts, dtype=torch.float32)
-    log_prior = (counts / counts.sum()).log()
+    prior = log_prior(data.label_counts)
     loaded = load(args.run / "best")
     sets = dict(data.reports)
     if HOLDOUT in sets:
@@ -66,8 +67,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     for name, (logits, gold) in outputs.items():
         for tau in TAUS:
-            predicted = (logits - tau * log_prior).argmax(-1)
-            m = classification_metrics(gold.tolist(), predicted.tolist(), data.label_names)
+            m = classification_metrics(gold.tolist(), shifted_predictions(logits, prior, tau), data.label_names)
             recall = "/".join(f"{m['per_class'][n]['recall']:.2f}" for n in data.label_names)
             print(f"| {name} | {tau} | {m['accuracy']:.4f} | {m['f1_weighted']:.4f} | {m['f1_macro']:.4f} | {recall} |")
     if args.apply is not None:
@@ -75,11 +75,9 @@ def main() -> None:
 
         if args.out is None:
             parser.error("--apply needs --out")
-        last = loaded.model.classifier[-1]
-        with torch.no_grad():
-            last.bias -= args.apply * log_prior
+        fold_prior_shift(loaded.model.classifier, prior, args.apply)
         meta = json.loads((args.run / "best" / "config.json").read_text())
-        extra = {**meta.get("extra", {}), "prior_shift": {"tau": args.apply, "log_prior": log_prior.tolist()}}
+        extra = {**meta.get("extra", {}), "prior_shift": {"tau": args.apply, "log_prior": prior.tolist()}}
         save_checkpoint(loaded.model, loaded.preprocessor.tokenizer, args.out, extra=extra, name=meta.get("name"))
         print(f"wrote {args.out}")
 
