@@ -36,6 +36,7 @@ class Preset:
     datasets: tuple[str, ...] = ()
     holdout_fraction: float = 0.0  # > 0: select on this share of train, held out; dev splits only report
     translation_view: bool = False  # each post's back-translation is also a training sample
+    oversample: tuple[tuple[str, int], ...] = ()  # (dataset, n): its training posts repeated n times per epoch
     text_train_layers: int | None = None  # stage 2 trains only the top N text-encoder layers (None: all)
     use_images: bool = True
     lbcl: bool = True

@@ -67,6 +67,7 @@ class TrainConfig(BaseModel):
     logit_adjustment: float | None = Field(None, ge=0)
     holdout_fraction: float | None = Field(None, ge=0, lt=1)
     translation_view: bool | None = None
+    oversample: dict[str, int] | None = None
     text_train_layers: int | None = Field(None, ge=1)
     length_bucketing: bool | None = None
     prior_shift: bool | None = None
@@ -116,6 +117,10 @@ class TrainConfig(BaseModel):
                 object.__setattr__(self, name, getattr(preset, name))
         if self.epochs is None:
             object.__setattr__(self, "epochs", preset.epochs)
+        if self.oversample is None:
+            object.__setattr__(self, "oversample", dict(preset.oversample))
+        if any(n < 1 for n in self.oversample.values()):
+            raise ValueError("--oversample repeats must be >= 1")
         if self.prior_shift and not self.holdout_fraction:
             raise ValueError("--prior-shift is chosen on the held-out slice: it needs --holdout-fraction > 0")
         if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
@@ -536,7 +541,7 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     data = training_data(cfg.data_root, cfg.datasets, holdout_fraction=cfg.holdout_fraction, seed=cfg.seed,
                          translation_view=cfg.translation_view, probe_images=cfg.use_images,
-                         limit_train=cfg.limit_train)
+                         limit_train=cfg.limit_train, oversample=cfg.oversample)
     train_samples = data.train
     if dist_info.main:
         log.info("training on %d samples (%s), selecting on %s (%d posts), bf16 autocast %s", len(train_samples),

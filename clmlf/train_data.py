@@ -4,7 +4,11 @@
                          translation_view=True)
     data.train          # what the model learns from (back-translations added as extra samples)
     data.selection      # ("holdout", samples): picks best/; with holdout_fraction 0 it is the dev split
-    data.reports        # {"holdout": ..., "mvsa-single/dev": ..., "mvsa-multiple/dev": ...}
+    data.reports        # {"holdout": ..., "holdout/mvsa-single": ..., ..., "mvsa-single/dev": ..., ...}
+
+``oversample={"mvsa-single": 2}`` repeats that set's training posts (after the hold-out
+draw, so the slice is untouched): with MVSA-Multiple four times the size of
+MVSA-Single, the smaller set would otherwise weigh 20% of every gradient.
 
 The held-out slice is drawn from the train splits by a hash of each post's
 normalised text (and the seed), not by position: identical texts (retweets,
@@ -26,6 +30,7 @@ log = logging.getLogger(__name__)
 
 HOLDOUT = "holdout"
 TRANSLATION_SUFFIX = "#bt"
+REPEAT_SUFFIX = "#r"
 
 
 @dataclass
@@ -80,6 +85,16 @@ def with_translation_views(samples: list[Sample]) -> list[Sample]:
     return out
 
 
+def oversampled(samples: list[Sample], repeats: dict[str, int]) -> list[Sample]:
+    """Each sample of dataset ``name`` (id ``name/...``) ``repeats[name]`` times, copies with distinct ids."""
+    out = []
+    for sample in samples:
+        out.append(sample)
+        for k in range(1, repeats.get(sample.id.split("/", 1)[0], 1)):
+            out.append(replace(sample, id=f"{sample.id}{REPEAT_SUFFIX}{k}"))
+    return out
+
+
 def training_data(
     data_root: str | Path,
     datasets: tuple[str, ...],
@@ -89,6 +104,7 @@ def training_data(
     translation_view: bool,
     probe_images: bool = True,
     limit_train: int | None = None,
+    oversample: dict[str, int] | None = None,
 ) -> TrainingData:
     """Load and assemble the run's splits (see the module docstring); sample ids become ``dataset/id``."""
     label_names: tuple[str, ...] | None = None
@@ -114,13 +130,23 @@ def training_data(
     if holdout_fraction > 0:
         if not held:
             raise ValueError(f"holdout fraction {holdout_fraction} left no training post out")
-        reports = {HOLDOUT: held, **reports}
+        by_source = {}
+        if len(datasets) > 1:
+            for name in datasets:
+                by_source[f"{HOLDOUT}/{name}"] = [s for s in held if s.id.startswith(f"{name}/")]
+        reports = {HOLDOUT: held, **{k: v for k, v in by_source.items() if v}, **reports}
         selection = (HOLDOUT, held)
     else:
         first = f"{datasets[0]}/dev"
         selection = (first, reports[first])
     if not train or not all(reports.values()):
         raise ValueError(f"{'+'.join(datasets)}: train and dev splits must not be empty")
+    unknown = set(oversample or {}) - set(datasets)
+    if unknown or len(datasets) < 2 and oversample:
+        raise ValueError(f"--oversample names {', '.join(sorted(unknown or oversample))}: it applies to the "
+                         f"merged datasets of the run ({', '.join(datasets)})")
+    if oversample:
+        train = oversampled(train, oversample)
     counts = [0] * len(label_names)
     for sample in train:
         counts[sample.label] += 1

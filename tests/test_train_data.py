@@ -17,6 +17,7 @@ from clmlf.train_data import (
     HOLDOUT,
     holdout_split,
     in_holdout,
+    oversampled,
     text_key,
     training_data,
     with_translation_views,
@@ -53,6 +54,43 @@ def test_holdout_is_disjoint_by_text_from_what_the_model_trains_on(two_sets):
     # back-translations of held-out posts are not trained on either
     assert not {s.id + "#bt" for s in held} & {s.id for s in data.train}
     assert len(trained_texts) > 0
+
+
+def test_holdout_is_also_reported_per_source_dataset(two_sets):
+    data = training_data(two_sets, ("mvsa-single", "mvsa-multiple"), holdout_fraction=0.3, seed=0,
+                         translation_view=False)
+    parts = [data.reports[f"{HOLDOUT}/{name}"] for name in ("mvsa-single", "mvsa-multiple")]
+    assert sorted(s.id for p in parts for s in p) == sorted(s.id for s in data.reports[HOLDOUT])
+    assert all(s.id.startswith("mvsa-single/") for s in parts[0])
+    assert data.selection[0] == HOLDOUT  # selection still reads the whole slice
+
+
+def test_oversample_repeats_one_set_after_the_holdout_draw(two_sets):
+    plain = training_data(two_sets, ("mvsa-single", "mvsa-multiple"), holdout_fraction=0.2, seed=0,
+                          translation_view=False)
+    more = training_data(two_sets, ("mvsa-single", "mvsa-multiple"), holdout_fraction=0.2, seed=0,
+                         translation_view=True, oversample={"mvsa-single": 3})
+    n_single = sum(s.id.startswith("mvsa-single/") for s in plain.train)
+    n_multi = len(plain.train) - n_single
+    originals = [s for s in more.train if not s.id.endswith("#bt")]
+    assert len(originals) == 3 * n_single + n_multi and len({s.id for s in more.train}) == len(more.train)
+    assert [s.id for s in more.reports[HOLDOUT]] == [s.id for s in plain.reports[HOLDOUT]]
+    # the training prior counts every repeat (logit adjustment sees what the model sees)
+    assert sum(more.label_counts) == 3 * n_single + n_multi
+    # copies keep text and label
+    first = next(s for s in plain.train if s.id.startswith("mvsa-single/"))
+    copies = [s for s in oversampled([first], {"mvsa-single": 3})]
+    assert [c.id for c in copies] == [first.id, first.id + "#r1", first.id + "#r2"]
+    assert {(c.text, c.label) for c in copies} == {(first.text, first.label)}
+
+
+def test_oversample_of_a_dataset_outside_the_run_is_refused(two_sets):
+    with pytest.raises(ValueError, match="--oversample names hfm"):
+        training_data(two_sets, ("mvsa-single", "mvsa-multiple"), holdout_fraction=0.0, seed=0,
+                      translation_view=False, oversample={"hfm": 2})
+    with pytest.raises(ValueError, match="merged datasets"):
+        training_data(two_sets, ("mvsa-single",), holdout_fraction=0.0, seed=0,
+                      translation_view=False, oversample={"mvsa-single": 2})
 
 
 def test_holdout_on_the_real_data_is_about_the_fraction_disjoint_and_stable():

@@ -42,6 +42,13 @@ CLMLF_DATA_ROOT, CLMLF_DEVICE, CLMLF_TRAIN_WORKERS.
 """
 
 
+def _repeat(text: str) -> tuple[str, int]:
+    name, sep, count = text.partition("=")
+    if not sep or not name or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected DATASET=N with N >= 1, got {text!r}")
+    return name, int(count)
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
@@ -94,6 +101,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="select OUT/best on this share of train, held out by text (preset: 0 = dev; 0.1 default)")
     rec.add_argument("--translation-view", action=argparse.BooleanOptionalAction, default=None,
                      help="also train on each post's back-translation (preset: off, on for default)")
+    rec.add_argument("--oversample", action="append", type=_repeat, metavar="DATASET=N",
+                     help="repeat one merged dataset's training posts N times per epoch (repeatable; "
+                          "preset: none)")
     rec.add_argument("--text-train-layers", type=int, metavar="N",
                      help="stage 2 trains only the top N text-encoder layers (preset: all)")
     rec.add_argument("--length-bucketing", action=argparse.BooleanOptionalAction, default=None,
@@ -146,7 +156,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "temperature": args.temperature, "lbcl_weight": args.lbcl_weight, "dbcl_weight": args.dbcl_weight,
         "lbcl": args.lbcl, "dbcl": args.dbcl, "lbcl_form": args.lbcl_form, "dbcl_form": args.dbcl_form,
         "logit_adjustment": args.logit_adjustment, "holdout_fraction": args.holdout_fraction,
-        "translation_view": args.translation_view, "text_train_layers": args.text_train_layers,
+        "translation_view": args.translation_view,
+        "oversample": dict(args.oversample) if args.oversample else None, "text_train_layers": args.text_train_layers,
         "length_bucketing": args.length_bucketing, "prior_shift": args.prior_shift,
         "lr_schedule": args.lr_schedule,
         "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
