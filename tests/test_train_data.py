@@ -157,8 +157,9 @@ def test_default_preset_two_datasets_holdout_translations_top_layers(two_sets, t
     assert main(args) == 0
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records] == [1, 2]
-    assert all(r["selection"] == HOLDOUT and set(r["evaluations"]) == {HOLDOUT, "mvsa-single/dev", "mvsa-multiple/dev"}
-               for r in records)
+    assert all(r["selection"] == HOLDOUT and set(r["evaluations"]) == {
+        HOLDOUT, f"{HOLDOUT}/mvsa-single", f"{HOLDOUT}/mvsa-multiple", "mvsa-single/dev", "mvsa-multiple/dev"}
+        for r in records)
     recall = records[-1]["evaluations"]["mvsa-single/dev"]["recall"]
     assert set(recall) == {"positive", "neutral", "negative"}
     meta = json.loads((out / "best" / "config.json").read_text())
