@@ -170,7 +170,7 @@ def test_monitor_settings_are_known_to_the_app(compose: dict[str, Any]) -> None:
                                               ("monitor-alerter", "alerter"), ("demo-producer", "produce")])
 def test_monitor_commands_parse_with_the_real_cli(compose: dict[str, Any], service: str, command: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.cli import build_parser
+    from consumers.cli import build_parser
 
     spec = compose["services"][service]
     for key, value in spec["environment"].items():

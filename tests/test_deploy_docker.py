@@ -307,4 +307,4 @@ def test_wheel_installed_by_the_images_carries_every_package_data_file(tmp_path:
     }
     assert expected, "no package data found at all: the scan is broken"
     assert expected - names == set(), "package data missing from the wheel (pyproject package-data patterns)"
-    assert {"clmlf/cli.py", "monitor/cli.py", "consumers/commands/run.py"} <= names
+    assert {"clmlf/cli.py", "consumers/cli.py", "consumers/commands/run.py"} <= names

@@ -26,7 +26,7 @@ from consumers.local_infra import create_topics, free_port
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "monitor.cli"]
+CLI = [sys.executable, "-m", "consumers.cli"]
 
 
 def _render(overlay: str) -> list[dict[str, Any]]:

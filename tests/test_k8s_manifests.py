@@ -266,8 +266,8 @@ def _container_environment(resources: list[dict[str, Any]], deployment: str,
 @pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu"])
 def test_consumer_settings_are_accepted_by_the_real_cli(overlay: str, secret_template: dict[str, Any],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumers.cli import build_parser
     from consumers.config import run_config_from_args
-    from monitor.cli import build_parser
 
     resources = render_mod.render(K8S / overlay)
     env, args = _container_environment(resources, "clmlf-consumer", secret_template)
@@ -287,7 +287,7 @@ def test_consumer_settings_are_accepted_by_the_real_cli(overlay: str, secret_tem
 def test_api_and_alerter_settings_are_accepted_by_the_real_cli(base: list[dict[str, Any]],
                                                                secret_template: dict[str, Any],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.cli import build_parser
+    from consumers.cli import build_parser
 
     for name, command in (("clmlf-api", "serve"), ("clmlf-alerter", "alerter")):
         env, args = _container_environment(base, name, secret_template)

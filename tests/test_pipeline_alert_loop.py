@@ -23,7 +23,7 @@ from consumers.metrics import TopicLabeler
 from monitor.alerts import AlertEngine
 from monitor.store import SentimentStore
 
-CLI = [sys.executable, "-m", "monitor.cli"]
+CLI = [sys.executable, "-m", "consumers.cli"]
 RUN_REQUIRED = ["--bootstrap", "h:1", "--topic", "t", "--group", "g", "--redis", "redis://127.0.0.1:1/0"]
 
 

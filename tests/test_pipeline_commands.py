@@ -44,7 +44,7 @@ def test_iter_lines_keeps_bytes_and_skips_blank_lines():
 def test_help_teaches_with_examples_without_loading_the_model(command, names):
     probe = "\n".join([
         "import sys",
-        "from monitor.cli import main",
+        "from consumers.cli import main",
         "try:",
         f"    main([{command!r}, '--help'])",
         "except SystemExit as exit:",

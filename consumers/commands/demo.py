@@ -184,7 +184,7 @@ def _feed(bootstrap: str, topic: str, values: list[bytes], seconds: float, done:
 
 
 def _print_query(redis_url: str) -> None:
-    from monitor.cli import main as monitor_main
+    from consumers.cli import main as monitor_main
 
     argv = ["query", "--redis", redis_url, "--all", "--window", "15m"]
     print(f"\n$ clmlf-monitor {' '.join(argv)}", flush=True)
