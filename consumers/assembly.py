@@ -19,8 +19,9 @@ from consumers.decode_budget import DecodeBudget
 from consumers.dlq import DeadLetterWriter
 from consumers.health import HealthServer
 from consumers.image_stage import ImageStage
+from consumers.loop_settings import LoopSettings
 from consumers.metrics import PipelineMetrics
-from consumers.pipeline import LoopSettings, Pipeline
+from consumers.pipeline import Pipeline
 from consumers.sinks import SinkWriter, kafka_is_down, redis_is_down
 from consumers.text_only_stage import TextOnlyStage
 from consumers.work import WorkItem
