@@ -15,6 +15,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from deploy_testlib import app_env_vars, command_settings
 
 from clmlf.settings import parse_duration
 
@@ -46,14 +47,6 @@ def _find(resources: list[dict[str, Any]], kind: str, name: str) -> dict[str, An
     return matches[0]
 
 
-def _app_env_vars() -> set[str]:
-    """Every environment variable the application reads (env_default / env_flag / os.environ calls)."""
-    pattern = re.compile(r"""(?:env_default|env_flag|environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
-    names: set[str] = set()
-    for package in ("clmlf", "consumers", "monitor"):
-        for path in (REPO / package).rglob("*.py"):
-            names.update(pattern.findall(path.read_text(encoding="utf-8")))
-    return names
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +217,7 @@ def test_configmap_holds_no_secrets(base: list[dict[str, Any]]) -> None:
 
 
 def test_every_setting_is_one_the_app_reads(base: list[dict[str, Any]], secret_template: dict[str, Any]) -> None:
-    known = _app_env_vars() | LIBRARY_ENV
+    known = app_env_vars() | LIBRARY_ENV
     assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CLMLF_METRICS_PORT"} <= known  # the scan works
     names = set(_find(base, "ConfigMap", "clmlf-config")["data"])
     names |= set(secret_template["clmlf-credentials"]["stringData"])
@@ -294,8 +287,10 @@ def test_api_and_alerter_settings_are_accepted_by_the_real_cli(base: list[dict[s
         with monkeypatch.context() as patched:
             for key, value in env.items():
                 patched.setenv(key, value)
-            parsed = build_parser().parse_args(args)
-        assert parsed.command == command
+            parser = build_parser()
+            namespace = parser.parse_args(args)
+            assert namespace.command == command
+            parsed = command_settings(parser, namespace)
         container = _find(base, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
         port = parsed.port if command == "serve" else parsed.metrics_port
         assert port == container["ports"][0]["containerPort"]
