@@ -6,7 +6,6 @@ tool is installed), on the raw base and on both rendered overlays.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from deploy_testlib import app_env_vars, command_settings
+from k8s_testlib import kustomize
 
 from clmlf.settings import parse_duration
 
@@ -27,14 +27,8 @@ SECRET_KEY_PATTERN = re.compile(r"PASSWORD|TOKEN|SECRET|USERNAME|WEBHOOK|REDIS_U
 LIBRARY_ENV = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS"}
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-render_mod = _load("k8s_render_for_manifests", K8S / "render.py")
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -51,12 +45,12 @@ def _find(resources: list[dict[str, Any]], kind: str, name: str) -> dict[str, An
 
 @pytest.fixture(scope="module")
 def base() -> list[dict[str, Any]]:
-    return render_mod.render(K8S / "base")
+    return kustomize(K8S / "base")
 
 
 @pytest.fixture(scope="module", params=["base", "overlays/cpu", "overlays/gpu"])
 def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    return render_mod.render(K8S / request.param)
+    return kustomize(K8S / request.param)
 
 
 @pytest.fixture(scope="module")
@@ -221,7 +215,7 @@ def test_every_setting_is_one_the_app_reads(base: list[dict[str, Any]], secret_t
     assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CLMLF_METRICS_PORT"} <= known  # the scan works
     names = set(_find(base, "ConfigMap", "clmlf-config")["data"])
     names |= set(secret_template["clmlf-credentials"]["stringData"])
-    for deployment in _deployments(base) + _deployments(render_mod.render(K8S / "overlays/gpu")):
+    for deployment in _deployments(base) + _deployments(kustomize(K8S / "overlays/gpu")):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             names |= {e["name"] for e in container.get("env", [])}
     assert names - known == set()
@@ -262,7 +256,7 @@ def test_consumer_settings_are_accepted_by_the_real_cli(overlay: str, secret_tem
     from consumers.cli import build_parser
     from consumers.config import run_config_from_args
 
-    resources = render_mod.render(K8S / overlay)
+    resources = kustomize(K8S / overlay)
     env, args = _container_environment(resources, "clmlf-consumer", secret_template)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
