@@ -13,18 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.alert_loop import AlertLoop, TopicCappedGauge
+from consumers.alert_gauge import TopicCappedGauge
 from consumers.config import RunConfig
 from consumers.decode_budget import DecodeBudget
 from consumers.dlq import DeadLetterWriter
 from consumers.health import HealthServer
 from consumers.image_stage import ImageStage
+from consumers.loop_settings import LoopSettings
 from consumers.metrics import PipelineMetrics
-from consumers.pipeline import LoopSettings, Pipeline
+from consumers.pipeline import Pipeline
 from consumers.sinks import SinkWriter, kafka_is_down, redis_is_down
 from consumers.text_only_stage import TextOnlyStage
 from consumers.work import WorkItem
 from consumers.worker import ModelWorker
+from monitor.alert_loop import AlertLoop
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +148,7 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     import redis
 
     from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from monitor import redis_client as monitor_redis
     from monitor.store import SentimentStore
 
     metrics = metrics or PipelineMetrics(max_topics=config.max_topic_labels)
@@ -155,12 +158,10 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     precision = plan.label if plan is not None else config.precision
     metrics.model_info.labels(model=predictor.model_name, device=device, precision=precision).set(1)
 
-    redis_client = redis.Redis.from_url(config.redis_url, decode_responses=True, socket_timeout=5,
-                                        socket_connect_timeout=3, health_check_interval=10)
-    store = SentimentStore(redis_client, prefix=config.redis_prefix, **config.retention.store_kwargs())
+    redis_client = monitor_redis.redis_client(config.redis_url, monitor_redis.CONSUMER)
+    store = SentimentStore(redis_client, prefix=config.redis_prefix, **config.store_kwargs())
     # The readiness probe's own client: a hung Redis must fail the probe within its 3 s timeout.
-    probe_client = redis.Redis.from_url(config.redis_url, socket_timeout=PROBE_REDIS_TIMEOUT,
-                                        socket_connect_timeout=PROBE_REDIS_TIMEOUT, retry_on_timeout=False)
+    probe_client = monitor_redis.redis_client(config.redis_url, monitor_redis.probe(PROBE_REDIS_TIMEOUT))
     fetcher = ImageFetcher(FetchConfig(allow_private=config.allow_private_images,
                                        total_timeout=config.image_timeout,
                                        read_timeout=min(5.0, config.image_timeout),
@@ -233,11 +234,11 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
 def alert_loop(config: RunConfig, store: Any, metrics: PipelineMetrics,
                redis_errors: tuple[type[BaseException], ...]) -> tuple[AlertLoop, Any]:
     """The member's trend-alert evaluator (not started) and its webhook notifier (or None)."""
-    from monitor.alerts import AlertConfig, AlertEngine
+    from monitor.alerts import AlertEngine
     from monitor.webhook import WebhookNotifier
 
     webhook = WebhookNotifier(config.alert_webhook.get_secret_value()) if config.alert_webhook else None
-    engine = AlertEngine(store, AlertConfig(), webhook=webhook,
+    engine = AlertEngine(store, config.alert_config(), webhook=webhook,
                          gauge=TopicCappedGauge(metrics.alert_active, metrics.topic_label))
     return AlertLoop(engine.evaluate, config.alert_interval, redis_errors), webhook
 

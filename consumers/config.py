@@ -1,41 +1,46 @@
-"""The one typed configuration object of a ``clmlf-monitor run`` process.
+"""The one typed configuration object of a ``clmlf-monitor run`` process (and the broker settings of
+``produce``), on the settings layer of :mod:`monitor.settings`.
 
-Flags get their defaults from environment variables (docs/architecture.md);
-:func:`add_run_arguments` declares them, :func:`run_config_from_args` validates
-everything once into :class:`RunConfig` (bad values exit 2 with one line).
-Secrets (SASL password, alert webhook URL) are ``SecretStr`` and never appear in ``repr`` or logs.
+Every field names its environment variable (docs/architecture.md); :func:`add_run_arguments`
+declares the flags, :func:`run_config_from_args` validates everything once into :class:`RunConfig`
+(flags win over the environment; bad values exit 2 with one line).  Secrets (Redis URL, SASL
+password, alert webhook URL) are ``SecretStr`` and never appear in ``repr`` or logs.
 """
 
 from __future__ import annotations
 
 import argparse
 from fractions import Fraction
-from typing import Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
-from clmlf.settings import (
-    add_precision_arguments,
-    build_config,
-    env_default,
-    env_flag,
-    parse_duration,
-    redact_url,
+from clmlf.settings import add_precision_arguments
+from monitor.alert_settings import AlertOptions, add_alert_arguments
+from monitor.settings import (
+    Duration,
+    LoggingOptions,
+    ProcessSettings,
+    RedisOptions,
+    RetentionOptions,
+    add_log_level_argument,
+    add_redis_arguments,
+    add_retention_arguments,
+    format_duration,
+    settings_from_args,
 )
-from monitor.config import RetentionSettings, add_retention_arguments, format_duration
 
 
-class KafkaSecurity(BaseModel):
+class KafkaSecurity(ProcessSettings):
     """Broker security settings (from ``KAFKA_SECURITY_PROTOCOL`` etc.; environment only)."""
 
-    model_config = ConfigDict(frozen=True)
-
-    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
+    protocol: Annotated[Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"], BeforeValidator(str.upper)] = (
+        Field("PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL"))
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, alias="KAFKA_SASL_MECHANISM")
+    sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME")
+    sasl_password: SecretStr | None = Field(None, alias="KAFKA_SASL_PASSWORD")
+    ssl_cafile: str | None = Field(None, alias="KAFKA_SSL_CAFILE")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSecurity:
@@ -56,16 +61,6 @@ class KafkaSecurity(BaseModel):
         if self.ssl_cafile:
             kwargs["ssl_cafile"] = self.ssl_cafile
         return kwargs
-
-    @classmethod
-    def from_env(cls) -> dict[str, Any]:
-        return {
-            "protocol": (env_default("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT") or "").upper(),
-            "sasl_mechanism": env_default("KAFKA_SASL_MECHANISM"),
-            "sasl_username": env_default("KAFKA_SASL_USERNAME"),
-            "sasl_password": env_default("KAFKA_SASL_PASSWORD"),
-            "ssl_cafile": env_default("KAFKA_SSL_CAFILE"),
-        }
 
 
 # The memory budget of one member, sized to the 4 GiB limit of the k8s consumer pod (docs/security.md):
@@ -119,41 +114,65 @@ def check_topic(value: str) -> str:
     return value
 
 
-class RunConfig(BaseModel):
+def _bytes(value: Any) -> Any:
+    try:
+        return parse_size(value, BYTE_UNITS)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (use e.g. 1GiB, 512MiB or a number of bytes)") from None
+
+
+def _pixels(value: Any) -> Any:
+    try:
+        return parse_size(value, PIXEL_UNITS)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (use e.g. 48M or a number of pixels)") from None
+
+
+def _optional_topic(value: str | None) -> str | None:
+    return None if value in (None, "") else check_topic(value)
+
+
+Bootstrap = Annotated[str, AfterValidator(check_bootstrap)]
+Topic = Annotated[str, AfterValidator(check_topic)]
+ByteSize = Annotated[int, BeforeValidator(_bytes)]
+PixelCount = Annotated[int, BeforeValidator(_pixels)]
+
+
+class KafkaTarget(ProcessSettings):
+    """The broker and topic of ``run`` and ``produce``."""
+
+    bootstrap: Bootstrap = Field(alias="KAFKA_BOOTSTRAP_SERVERS")
+    topic: Topic = Field(alias="KAFKA_TOPIC")
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+
+
+class RunConfig(KafkaTarget, RedisOptions, RetentionOptions, AlertOptions, LoggingOptions):
     """Everything one consumer-group member needs, validated once."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    bootstrap: str
-    topic: str
-    group: str = Field(min_length=1, max_length=255)
-    redis_url: str
-    redis_prefix: str = Field(default="clmlf", min_length=1, max_length=64)
-    checkpoint: str | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
-    threads: int | None = Field(default=None, ge=1, le=1024)  # None = from the CPU quota
-    max_batch: int = Field(default=32, ge=1, le=1024)
-    max_wait_ms: float = Field(default=50.0, gt=0, le=60_000)
-    metrics_port: int = Field(default=9108, ge=0, le=65535)
-    metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
-    output_topic: str | None = None
-    exit_when_idle: float | None = Field(default=None, gt=0)
-    allow_private_images: bool = False
-    image_workers: int = Field(default=8, ge=1, le=256)
-    image_timeout: float = Field(default=5.0, gt=0, le=120)
-    max_in_flight: int = Field(default=1024, ge=1, le=1_000_000)
-    max_in_flight_bytes: int = Field(default=DEFAULT_MAX_IN_FLIGHT_BYTES, ge=1 << 20, le=1 << 40)
-    max_decode_pixels: int = Field(default=DEFAULT_MAX_DECODE_PIXELS, ge=1_000_000, le=2_000_000_000)
-    max_image_pixels: int = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1_000_000, le=2_000_000_000)
-    shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
-    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
+    group: str = Field(min_length=1, max_length=255, alias="KAFKA_GROUP_ID")
+    checkpoint: str | None = Field(None, alias="CLMLF_CHECKPOINT")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", alias="CLMLF_DEVICE")
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # flag and env: clmlf.settings (shared)
+    threads: int | None = Field(default=None, ge=1, le=1024)  # None = from the CPU quota; likewise
+    max_batch: int = Field(default=32, ge=1, le=1024, alias="CLMLF_MAX_BATCH")
+    max_wait_ms: float = Field(default=50.0, gt=0, le=60_000, alias="CLMLF_MAX_WAIT_MS")
+    metrics_port: int = Field(default=9108, ge=0, le=65535, alias="CLMLF_METRICS_PORT")
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, alias="CLMLF_METRICS_HOST")
+    output_topic: Annotated[str | None, AfterValidator(_optional_topic)] = Field(None, alias="KAFKA_OUTPUT_TOPIC")
+    exit_when_idle: Duration | None = Field(default=None, gt=0, alias="CLMLF_EXIT_WHEN_IDLE")
+    allow_private_images: bool = Field(False, alias="CLMLF_ALLOW_PRIVATE_IMAGES")
+    image_workers: int = Field(default=8, ge=1, le=256, alias="CLMLF_IMAGE_WORKERS")
+    image_timeout: Duration = Field(default=5.0, gt=0, le=120, alias="CLMLF_IMAGE_TIMEOUT")
+    max_in_flight: int = Field(default=1024, ge=1, le=1_000_000, alias="CLMLF_MAX_IN_FLIGHT")
+    max_in_flight_bytes: ByteSize = Field(default=DEFAULT_MAX_IN_FLIGHT_BYTES, ge=1 << 20, le=1 << 40,
+                                          alias="CLMLF_MAX_IN_FLIGHT_BYTES")
+    max_decode_pixels: PixelCount = Field(default=DEFAULT_MAX_DECODE_PIXELS, ge=1_000_000, le=2_000_000_000,
+                                          alias="CLMLF_MAX_DECODE_PIXELS")
+    max_image_pixels: PixelCount = Field(default=DEFAULT_MAX_IMAGE_PIXELS, ge=1_000_000, le=2_000_000_000,
+                                         alias="CLMLF_MAX_IMAGE_PIXELS")
+    shutdown_grace: Duration = Field(default=30.0, ge=0, le=3600, alias="CLMLF_SHUTDOWN_GRACE")
+    session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000, alias="KAFKA_SESSION_TIMEOUT_MS")
     max_topic_labels: int = Field(default=50, ge=1, le=10_000)
-    retention: RetentionSettings = RetentionSettings()
-    alert_interval: float = Field(default=30.0, ge=0, le=86_400)  # 0 = no alert evaluation in this member
-    alert_webhook: SecretStr | None = None
-    log_level: str = "INFO"
-    security: KafkaSecurity = KafkaSecurity()
 
     @model_validator(mode="after")
     def _image_fits_the_decode_budget(self) -> RunConfig:
@@ -161,53 +180,6 @@ class RunConfig(BaseModel):
             raise ValueError(f"--max-image-pixels ({self.max_image_pixels}) must be at most "
                              f"--max-decode-pixels ({self.max_decode_pixels})")
         return self
-
-    @field_validator("bootstrap")
-    @classmethod
-    def _check_bootstrap(cls, value: str) -> str:
-        return check_bootstrap(value)
-
-    @field_validator("topic")
-    @classmethod
-    def _check_topic(cls, value: str) -> str:
-        return check_topic(value)
-
-    @field_validator("output_topic")
-    @classmethod
-    def _check_output_topic(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else check_topic(value)
-
-    @field_validator("redis_url")
-    @classmethod
-    def _check_redis(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
-        return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _check_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        return level
-
-    @field_validator("alert_interval")
-    @classmethod
-    def _check_alert_interval(cls, value: float) -> float:
-        if 0 < value < 0.1:
-            raise ValueError("must be 0 (off) or at least 100ms")
-        return value
-
-    @field_validator("alert_webhook", mode="before")
-    @classmethod
-    def _check_webhook(cls, value: Any) -> Any:
-        text = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if text in (None, ""):
-            return None
-        if not str(text).startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        return value
 
     @property
     def dlq_topic(self) -> str:
@@ -217,154 +189,91 @@ class RunConfig(BaseModel):
         """One log line with the settings that matter (secrets redacted)."""
         return (
             f"topic={self.topic} group={self.group} bootstrap={self.bootstrap} "
-            f"redis={redact_url(self.redis_url)} prefix={self.redis_prefix} "
+            f"redis={self.display_url} prefix={self.redis_prefix} "
             f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} precision={self.precision} "
             f"threads={self.threads or 'auto'} max_batch={self.max_batch} "
             f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
             f"metrics={self.metrics_host}:{self.metrics_port} security={self.security.protocol} "
             f"max_in_flight={self.max_in_flight}/{self.max_in_flight_bytes / 2**20:.0f}MiB "
             f"decode_pixels={self.max_decode_pixels} image_pixels={self.max_image_pixels} "
-            f"retention={format_duration(self.retention.minute_retention)}/"
-            f"{format_duration(self.retention.hourly_retention)} alerts={self._alerts_display()}"
+            f"retention={format_duration(self.minute_retention)}/"
+            f"{format_duration(self.hourly_retention)} alerts={self.alerts_display()}"
         )
 
-    def _alerts_display(self) -> str:
-        if not self.alert_interval:
-            return "off"
-        if self.alert_webhook is None:
-            return f"every {self.alert_interval:g}s"
-        parts = urlsplit(self.alert_webhook.get_secret_value())  # host only: paths often hold tokens
-        return f"every {self.alert_interval:g}s webhook={parts.scheme}://{parts.hostname}/.."
 
-
-def _duration_arg(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _bytes_arg(text: str) -> int:
-    try:
-        return parse_size(text, BYTE_UNITS)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (use e.g. 1GiB, 512MiB or a number of bytes)") from None
-
-
-def _pixels_arg(text: str) -> int:
-    try:
-        return parse_size(text, PIXEL_UNITS)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (use e.g. 48M or a number of pixels)") from None
-
-
-def _interval_arg(text: str) -> float:
-    """A duration, or ``0`` / ``off`` for none."""
-    if text.strip().lower() in ("0", "off"):
-        return 0.0
-    return _duration_arg(text)
+def add_kafka_target_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--bootstrap", metavar="HOST:PORT[,..]", help="Kafka bootstrap servers [KAFKA_BOOTSTRAP_SERVERS]")
+    parser.add_argument("--topic", help="input topic of posts [KAFKA_TOPIC]")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """Declare every ``run`` flag, defaults from the environment (flags win)."""
+    """Declare every ``run`` flag (``dest`` = the :class:`RunConfig` field; no defaults of their own)."""
     kafka = parser.add_argument_group("Kafka")
-    kafka.add_argument("--bootstrap", default=env_default("KAFKA_BOOTSTRAP_SERVERS"), metavar="HOST:PORT[,..]",
-                       help="Kafka bootstrap servers [KAFKA_BOOTSTRAP_SERVERS]")
-    kafka.add_argument("--topic", default=env_default("KAFKA_TOPIC"), help="input topic of posts [KAFKA_TOPIC]")
-    kafka.add_argument("--group", default=env_default("KAFKA_GROUP_ID"),
-                       help="consumer group; members share the partitions [KAFKA_GROUP_ID]")
-    kafka.add_argument("--output-topic", default=env_default("KAFKA_OUTPUT_TOPIC"),
+    add_kafka_target_arguments(kafka)
+    kafka.add_argument("--group", help="consumer group; members share the partitions [KAFKA_GROUP_ID]")
+    kafka.add_argument("--output-topic",
                        help="also publish each result record here, key = post id [KAFKA_OUTPUT_TOPIC]")
-    kafka.add_argument("--session-timeout-ms", type=int,
-                       default=env_default("KAFKA_SESSION_TIMEOUT_MS", 10_000),
-                       help="group session timeout (default 10000) [KAFKA_SESSION_TIMEOUT_MS]")
+    kafka.add_argument("--session-timeout-ms", help="group session timeout (default 10000) [KAFKA_SESSION_TIMEOUT_MS]")
 
     store = parser.add_argument_group("Redis")
-    store.add_argument("--redis", dest="redis_url", default=env_default("REDIS_URL"), metavar="URL",
-                       help="Redis URL, e.g. redis://:secret@host:6379/0 [REDIS_URL]")
-    store.add_argument("--redis-prefix", default=env_default("CLMLF_REDIS_PREFIX", "clmlf"),
-                       help="key prefix (default clmlf) [CLMLF_REDIS_PREFIX]")
+    add_redis_arguments(store)
     add_retention_arguments(store)
 
     alerts = parser.add_argument_group("Trend alerts (docs/alerts.md)")
-    alerts.add_argument("--alert-interval", type=_interval_arg,
-                        default=env_default("CLMLF_ALERT_INTERVAL", "30s"), metavar="DURATION",
-                        help="evaluate trend alerts this often, and once more on exit; 0 = off "
-                             "(default 30s) [CLMLF_ALERT_INTERVAL]")
+    add_alert_arguments(alerts, interval_flag="--alert-interval")
     alerts.add_argument("--no-alerts", action="store_true",
                         help="no alert evaluation in this member (a dedicated `clmlf-monitor alerter` runs)")
-    alerts.add_argument("--alert-webhook", default=env_default("CLMLF_ALERT_WEBHOOK_URL"), metavar="URL",
-                        help="POST fired/resolved alerts here, Alertmanager format; never logged "
-                             "[CLMLF_ALERT_WEBHOOK_URL]")
 
     model = parser.add_argument_group("Model and batching")
-    model.add_argument("--checkpoint", default=env_default("CLMLF_CHECKPOINT"), metavar="DIR",
+    model.add_argument("--checkpoint", metavar="DIR",
                        help="checkpoint directory (default: the embedded model) [CLMLF_CHECKPOINT]")
-    model.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"),
+    model.add_argument("--device", choices=("auto", "cpu", "cuda"),
                        help="auto = CUDA (bf16 autocast) when present, else CPU [CLMLF_DEVICE]")
     add_precision_arguments(model)
-    model.add_argument("--max-batch", type=int, default=env_default("CLMLF_MAX_BATCH", 32), metavar="N",
-                       help="flush a micro-batch at N posts (default 32) [CLMLF_MAX_BATCH]")
-    model.add_argument("--max-wait-ms", type=float, default=env_default("CLMLF_MAX_WAIT_MS", 50), metavar="MS",
+    model.add_argument("--max-batch", metavar="N", help="flush a micro-batch at N posts (default 32) [CLMLF_MAX_BATCH]")
+    model.add_argument("--max-wait-ms", metavar="MS",
                        help="... or when its oldest post waited MS (default 50) [CLMLF_MAX_WAIT_MS]")
 
     images = parser.add_argument_group(
         "Images", "A checkpoint trained without images (trained_with_images: false) never fetches or decodes "
         "one: its posts report \"image\": \"ignored\" and these options have no effect.")
-    images.add_argument("--allow-private-images", action="store_true",
-                        default=env_flag("CLMLF_ALLOW_PRIVATE_IMAGES"),
+    images.add_argument("--allow-private-images", action="store_true", default=None,
                         help="allow image URLs on private/loopback addresses (tests, trusted networks) "
                              "[CLMLF_ALLOW_PRIVATE_IMAGES]")
-    images.add_argument("--image-workers", type=int, default=env_default("CLMLF_IMAGE_WORKERS", 8), metavar="N",
+    images.add_argument("--image-workers", metavar="N",
                         help="concurrent image fetch+decode threads (default 8) [CLMLF_IMAGE_WORKERS]")
-    images.add_argument("--image-timeout", type=_duration_arg, default=env_default("CLMLF_IMAGE_TIMEOUT", "5s"),
-                        metavar="DURATION", help="total time budget per image fetch (default 5s) "
-                        "[CLMLF_IMAGE_TIMEOUT]")
-    images.add_argument("--max-decode-pixels", type=_pixels_arg,
-                        default=env_default("CLMLF_MAX_DECODE_PIXELS", DEFAULT_MAX_DECODE_PIXELS), metavar="N",
+    images.add_argument("--image-timeout", metavar="DURATION",
+                        help="total time budget per image fetch (default 5s) [CLMLF_IMAGE_TIMEOUT]")
+    images.add_argument("--max-decode-pixels", metavar="N",
                         help="decode budget: pixels all image workers together may decode at once, at most "
                              "14 bytes each while decoding (default 48M) [CLMLF_MAX_DECODE_PIXELS]")
-    images.add_argument("--max-image-pixels", type=_pixels_arg,
-                        default=env_default("CLMLF_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS), metavar="N",
+    images.add_argument("--max-image-pixels", metavar="N",
                         help="refuse (image: failed) an image whose header declares more pixels; at most "
                              "--max-decode-pixels (default 40M) [CLMLF_MAX_IMAGE_PIXELS]")
 
     ops = parser.add_argument_group("Operations")
-    ops.add_argument("--metrics-port", type=int, default=env_default("CLMLF_METRICS_PORT", 9108), metavar="P",
+    ops.add_argument("--metrics-port", metavar="P",
                      help="port of /metrics, /healthz, /readyz; 0 = off (default 9108) [CLMLF_METRICS_PORT]")
-    ops.add_argument("--metrics-host", default=env_default("CLMLF_METRICS_HOST", "127.0.0.1"), metavar="ADDR",
+    ops.add_argument("--metrics-host", metavar="ADDR",
                      help="address the metrics/probe server binds (default 127.0.0.1, this machine only; "
                           "0.0.0.0 where Prometheus scrapes from elsewhere, as the container images set) "
                           "[CLMLF_METRICS_HOST]")
-    ops.add_argument("--max-in-flight", type=int, default=env_default("CLMLF_MAX_IN_FLIGHT", 1024), metavar="N",
-                     help="posts held in memory before partitions are paused (default 1024) "
-                          "[CLMLF_MAX_IN_FLIGHT]")
-    ops.add_argument("--max-in-flight-bytes", type=_bytes_arg,
-                     default=env_default("CLMLF_MAX_IN_FLIGHT_BYTES", DEFAULT_MAX_IN_FLIGHT_BYTES), metavar="SIZE",
+    ops.add_argument("--max-in-flight", metavar="N",
+                     help="posts held in memory before partitions are paused (default 1024) [CLMLF_MAX_IN_FLIGHT]")
+    ops.add_argument("--max-in-flight-bytes", metavar="SIZE",
                      help="also pause partitions when the posts held take this much memory (raw value, "
                           "base64 image, image tensor), e.g. 512MiB (default 1GiB) [CLMLF_MAX_IN_FLIGHT_BYTES]")
-    ops.add_argument("--exit-when-idle", type=_duration_arg, default=env_default("CLMLF_EXIT_WHEN_IDLE"),
-                     metavar="DURATION", help="exit 0 after this long with nothing to do (scripts, tests) "
-                     "[CLMLF_EXIT_WHEN_IDLE]")
-    ops.add_argument("--shutdown-grace", type=_duration_arg,
-                     default=env_default("CLMLF_SHUTDOWN_GRACE", "30s"), metavar="DURATION",
+    ops.add_argument("--exit-when-idle", metavar="DURATION",
+                     help="exit 0 after this long with nothing to do (scripts, tests) [CLMLF_EXIT_WHEN_IDLE]")
+    ops.add_argument("--shutdown-grace", metavar="DURATION",
                      help="on SIGTERM, time to finish in-flight posts (default 30s) [CLMLF_SHUTDOWN_GRACE]")
-    ops.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"), help="logging level [LOG_LEVEL]")
+    add_log_level_argument(ops)
 
 
 def run_config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> RunConfig:
-    """Validate the parsed flags (and security environment) into one :class:`RunConfig`, or exit 2."""
-    for flag, value in (("--bootstrap", args.bootstrap), ("--topic", args.topic), ("--group", args.group),
-                        ("--redis", args.redis_url)):
-        if not value:
-            parser.error(f"{flag} is required (or set its environment variable)")
-    values = {name: getattr(args, name) for name in (
-        "bootstrap", "topic", "group", "redis_url", "redis_prefix", "checkpoint", "device", "precision", "threads",
-        "max_batch", "max_wait_ms", "metrics_port", "metrics_host", "output_topic", "exit_when_idle",
-        "allow_private_images", "image_workers", "image_timeout", "max_in_flight", "max_in_flight_bytes",
-        "max_decode_pixels", "max_image_pixels", "shutdown_grace", "session_timeout_ms", "log_level")}
-    values["security"] = KafkaSecurity.from_env()
-    values["retention"] = RetentionSettings.from_args(args)
-    values["alert_interval"] = 0.0 if args.no_alerts else args.alert_interval
-    values["alert_webhook"] = args.alert_webhook
-    return build_config(parser, RunConfig, values)
+    """Validate the flags, the environment (security included) and the defaults into one :class:`RunConfig`,
+    or exit 2."""
+    overrides = {"alert_interval": 0.0} if args.no_alerts else {}
+    if args.no_alerts:
+        args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "alert_interval"})
+    return settings_from_args(parser, RunConfig, args, **overrides)

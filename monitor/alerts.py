@@ -32,7 +32,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitor.stats import poisson_z, two_proportion_z, wilson_interval
-from monitor.store import SentimentStore, WindowCounts
+from monitor.store import SentimentStore
+from monitor.windows import WindowCounts
 
 log = logging.getLogger(__name__)
 

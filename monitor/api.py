@@ -26,7 +26,8 @@ from clmlf.settings import parse_duration
 from monitor.alerts import AlertEngine, alerts_json, list_alerts
 from monitor.query import ranked_json, ranked_topics
 from monitor.request_timeout import RequestTimeout
-from monitor.store import SentimentStore, WindowCounts
+from monitor.store import SentimentStore
+from monitor.windows import WindowCounts
 
 log = logging.getLogger(__name__)
 MAX_POINTS = 2000

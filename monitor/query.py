@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from monitor.keys import TOTAL_FIELD
-from monitor.store import SentimentStore, WindowCounts
+from monitor.store import SentimentStore
+from monitor.windows import WindowCounts
 
 Rank = Literal["volume", "negative"]
 

@@ -22,74 +22,27 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 from clmlf.posts import ResultRecord
 from monitor.keys import HOUR, TOTAL_FIELD, KeyLayout
+from monitor.windows import (
+    DEFAULT_BUCKET_TTL,
+    DEFAULT_FUTURE_SKEW,
+    BucketPart,
+    EventWindow,
+    WindowCounts,
+    classify_event_time,
+    order_labels,
+    plan_range,
+    window_counts_of,
+)
 
 DEFAULT_BUCKET_SECONDS = 60
-DEFAULT_BUCKET_TTL = 2 * 86400  # minute buckets: 2 days of event time
 DEFAULT_HOURLY_TTL = 35 * 86400  # hourly roll-ups: 35 days
 DEFAULT_RECENT_PER_TOPIC = 100
-DEFAULT_FUTURE_SKEW = 120.0  # event times up to 2 minutes ahead of the clock are accepted
 MAX_POSTS_PER_SCRIPT = 500  # larger batches go as several scripts in one pipeline
 MAX_KEYS_PER_SCRIPT = 5000  # bounds how long one read script holds Redis (a few ms)
-
-EventWindow = Literal["ok", "future", "expired"]
-PREFERRED_LABEL_ORDER = ("positive", "neutral", "negative")
-
-
-def classify_event_time(
-    ts: float,
-    now: float,
-    *,
-    retention: float = DEFAULT_BUCKET_TTL,
-    max_skew: float = DEFAULT_FUTURE_SKEW,
-) -> EventWindow:
-    """``"future"`` if ``ts`` is more than ``max_skew`` ahead of ``now``, ``"expired"`` if older
-    than the bucket retention, else ``"ok"`` (counted into the bucket of its event time)."""
-    if ts > now + max_skew:
-        return "future"
-    if ts < now - retention:
-        return "expired"
-    return "ok"
-
-
-def order_labels(labels: Iterable[str]) -> list[str]:
-    """positive, neutral, negative first (when present), then any other label names sorted."""
-    names = set(labels)
-    head = [name for name in PREFERRED_LABEL_ORDER if name in names]
-    return head + sorted(names - set(head))
-
-
-@dataclass(frozen=True)
-class WindowCounts:
-    """Counts by label of one topic over one window (or one time series step)."""
-
-    topic: str
-    window_seconds: int
-    total: int
-    counts: dict[str, int]
-    start: int = 0  # first bucket start (epoch s), inclusive
-    end: int = 0  # end of the last bucket (epoch s), exclusive
-
-    @property
-    def shares(self) -> dict[str, float]:
-        return {label: (n / self.total if self.total else 0.0) for label, n in self.counts.items()}
-
-    def share(self, label: str) -> float:
-        return self.counts.get(label, 0) / self.total if self.total else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The public JSON shape of ``clmlf-monitor query --json`` (CONTRACT.md)."""
-        return {
-            "topic": self.topic,
-            "window_seconds": self.window_seconds,
-            "total": self.total,
-            "counts": dict(self.counts),
-            "shares": {label: round(v, 6) for label, v in self.shares.items()},
-        }
-
 
 class WriteReport(list[bool]):
     """``record``'s return value: one bool per result (True = newly counted) plus
@@ -99,32 +52,6 @@ class WriteReport(list[bool]):
     def __init__(self, flags: Iterable[bool] = (), out_of_window: Counter[str] | None = None):
         super().__init__(flags)
         self.out_of_window: Counter[str] = out_of_window if out_of_window is not None else Counter()
-
-
-@dataclass(frozen=True)
-class _Part:
-    """One bucket key to read: ``kind`` is ``m`` (minute) or ``h`` (hourly roll-up)."""
-
-    kind: Literal["m", "h"]
-    start: int
-
-
-def plan_range(start: int, end: int, bucket_seconds: int, minute_floor: int | None = None) -> list[_Part]:
-    """Buckets covering ``[start, end)`` (both multiples of ``bucket_seconds``): hourly roll-ups
-    for every whole hour inside, minute buckets for the edges.  Minute buckets that start before
-    ``minute_floor`` (already expired) are replaced by the roll-up of their hour."""
-    if start >= end:
-        return []
-    if minute_floor is not None and start < minute_floor:
-        start = min(start - start % HOUR, end)
-    first_hour = -(-start // HOUR) * HOUR
-    last_hour = end // HOUR * HOUR
-    if first_hour >= last_hour:
-        return [_Part("m", s) for s in range(start, end, bucket_seconds)]
-    parts = [_Part("m", s) for s in range(start, first_hour, bucket_seconds)]
-    parts += [_Part("h", s) for s in range(first_hour, last_hour, HOUR)]
-    parts += [_Part("m", s) for s in range(last_hour, end, bucket_seconds)]
-    return parts
 
 
 @dataclass
@@ -262,7 +189,7 @@ class SentimentStore:
         """Start of the oldest minute bucket that can still exist."""
         return int((now - self.bucket_ttl) // self.bucket_seconds * self.bucket_seconds) + self.bucket_seconds
 
-    def _part_key(self, topic: str, part: _Part) -> str:
+    def _part_key(self, topic: str, part: BucketPart) -> str:
         return self.keys.minute(topic, part.start) if part.kind == "m" else self.keys.hour(topic, part.start)
 
     def range_counts_many(
@@ -272,7 +199,7 @@ class SentimentStore:
         now = time.time() if now is None else now
         plan = plan_range(start, end, self.bucket_seconds, self._minute_floor(now))
         labels, sums = self._sum_groups([[self._part_key(topic, part) for part in plan] for topic in topics])
-        return {topic: _window(topic, totals, labels, start, end) for topic, totals in zip(topics, sums, strict=True)}
+        return {topic: window_counts_of(topic, totals, labels, start, end) for topic, totals in zip(topics, sums, strict=True)}
 
     def range_counts(self, topic: str, start: int, end: int, now: float | None = None) -> WindowCounts:
         return self.range_counts_many([topic], start, end, now)[topic]
@@ -333,7 +260,7 @@ class SentimentStore:
         starts = range(start, end, step)
         groups = [[self._part_key(topic, part) for part in plan_range(s, s + step, bs, floor)] for s in starts]
         labels, sums = self._sum_groups(groups)
-        return [_window(topic, totals, labels, s, s + step) for s, totals in zip(starts, sums, strict=True)]
+        return [window_counts_of(topic, totals, labels, s, s + step) for s, totals in zip(starts, sums, strict=True)]
 
     def top_candidates(
         self, field: str, start: int, end: int, depth: int, want: int, now: float | None = None
@@ -406,17 +333,3 @@ class SentimentStore:
 
     def ping(self) -> bool:
         return bool(self.redis_client.ping())
-
-
-def _window(topic: str, sums: Counter[str], known_labels: list[str], start: int, end: int) -> WindowCounts:
-    totals = Counter(sums)
-    total = totals.pop(TOTAL_FIELD, 0)
-    labels = order_labels([*known_labels, *totals])
-    return WindowCounts(
-        topic=topic,
-        window_seconds=end - start,
-        total=total,
-        counts={label: totals.get(label, 0) for label in labels},
-        start=start,
-        end=end,
-    )

@@ -20,7 +20,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from monitor.store import SentimentStore
 
 SESSION_MS = 6000
-CLI = [sys.executable, "-m", "monitor.cli"]
+CLI = [sys.executable, "-m", "consumers.cli"]
 
 
 def make_posts(n: int, prefix: str = "p", topics: tuple[str, ...] = ("brand",)) -> list[dict[str, Any]]:

@@ -458,7 +458,9 @@ def test_finished_work_of_lost_partitions_is_committed_when_they_return_and_the_
 
     from kafka import TopicPartition
 
-    from consumers.pipeline import LoopSettings, Pipeline, _Rebalance
+    from consumers.loop_settings import LoopSettings
+    from consumers.pipeline import Pipeline
+    from consumers.rebalance import RebalanceListener
 
     class Idle:
         error = None
@@ -467,7 +469,7 @@ def test_finished_work_of_lost_partitions_is_committed_when_they_return_and_the_
     pipeline = Pipeline(LoopSettings("posts", "posts.dlq", 100, None, 1.0), consumer,
                         DeadLetterWriter(producer=None), None, queue.Queue(), Idle(), queue.Queue(), Idle(),
                         completions, PipelineMetrics())
-    listener, tp = _Rebalance(pipeline), TopicPartition("posts", 0)
+    listener, tp = RebalanceListener(pipeline), TopicPartition("posts", 0)
     asyncio.run(listener.on_partitions_assigned({tp}))
     for offset in range(8):
         completions.put(Done(pipeline.tracker.start_owned(tp, offset), offset))
@@ -486,7 +488,7 @@ def test_finished_work_of_lost_partitions_is_committed_when_they_return_and_the_
     pipeline = Pipeline(LoopSettings("posts", "posts.dlq", 100, None, 1.0), consumer,
                         DeadLetterWriter(producer=None), None, queue.Queue(), Idle(), queue.Queue(), Idle(),
                         completions, PipelineMetrics())
-    listener = _Rebalance(pipeline)
+    listener = RebalanceListener(pipeline)
     asyncio.run(listener.on_partitions_assigned({tp}))
     completions.put(Done(pipeline.tracker.start_owned(tp, 8), 8))
     consumer.down = True

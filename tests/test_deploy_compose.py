@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from deploy_testlib import app_env_vars, command_settings
 
 from clmlf.posts import parse_post
 
@@ -82,10 +83,6 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
 
-def _app_env_vars() -> set[str]:
-    pattern = re.compile(r"""(?:env_default|env_flag|environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
-    return {name for pkg in ("clmlf", "consumers", "monitor") for p in (REPO / pkg).rglob("*.py")
-            for name in pattern.findall(p.read_text(encoding="utf-8"))}
 
 
 def test_compose_follows_the_schema(compose: dict[str, Any]) -> None:
@@ -161,7 +158,7 @@ def test_secrets_come_from_the_environment_not_the_file(compose: dict[str, Any])
 
 
 def test_monitor_settings_are_known_to_the_app(compose: dict[str, Any]) -> None:
-    known = _app_env_vars() | {"CLMLF_HEALTHCHECK_URL"}
+    known = app_env_vars() | {"CLMLF_HEALTHCHECK_URL"}
     for name in MONITOR_SERVICES:
         assert set(compose["services"][name]["environment"]) - known == set(), name
 
@@ -170,13 +167,13 @@ def test_monitor_settings_are_known_to_the_app(compose: dict[str, Any]) -> None:
                                               ("monitor-alerter", "alerter"), ("demo-producer", "produce")])
 def test_monitor_commands_parse_with_the_real_cli(compose: dict[str, Any], service: str, command: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.cli import build_parser
+    from consumers.cli import build_parser
 
     spec = compose["services"][service]
     for key, value in spec["environment"].items():
         monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", value))
-    parsed = build_parser().parse_args(spec["command"])
-    assert parsed.command == command
+    parser = build_parser()
+    parsed = command_settings(parser, parser.parse_args(spec["command"]))
     if command == "run":
         assert parsed.metrics_port == int(spec["expose"][0])
         grace = float(spec["stop_grace_period"].rstrip("s"))

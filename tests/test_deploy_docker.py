@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from deploy_testlib import app_env_vars
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "deploy" / "docker"
@@ -169,15 +170,11 @@ def test_checkpoint_is_baked_only_by_build_argument(dockerfile: tuple[str, list[
     assert "HF_HUB_OFFLINE=1" in env
 
 
-def _app_env_vars() -> set[str]:
-    pattern = re.compile(r"""(?:env_default|env_flag|environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
-    return {name for pkg in ("clmlf", "consumers", "monitor") for p in (REPO / pkg).rglob("*.py")
-            for name in pattern.findall(p.read_text(encoding="utf-8"))}
 
 
 def test_image_environment_names_are_known(dockerfile: tuple[str, list[Stage]]) -> None:
     _, stages = dockerfile
-    known = _app_env_vars() | IMAGE_ENV
+    known = app_env_vars() | IMAGE_ENV
     for stage in stages:
         for env in stage.all("ENV"):
             names = {token.split("=", 1)[0] for token in shlex.split(env) if "=" in token}
@@ -307,4 +304,4 @@ def test_wheel_installed_by_the_images_carries_every_package_data_file(tmp_path:
     }
     assert expected, "no package data found at all: the scan is broken"
     assert expected - names == set(), "package data missing from the wheel (pyproject package-data patterns)"
-    assert {"clmlf/cli.py", "monitor/cli.py", "consumers/commands/run.py"} <= names
+    assert {"clmlf/cli.py", "consumers/cli.py", "consumers/commands/run.py"} <= names

@@ -5,7 +5,6 @@ expect, posts flow, and SIGTERM drains, commits and exits 0 inside the pod's ter
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from k8s_testlib import kustomize
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from consumers.local_infra import create_topics, free_port
@@ -26,14 +26,11 @@ from consumers.local_infra import create_topics, free_port
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "monitor.cli"]
+CLI = [sys.executable, "-m", "consumers.cli"]
 
 
 def _render(overlay: str) -> list[dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location("k8s_render_for_runtime", REPO / "k8s" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.render(REPO / "k8s" / overlay)
+    return kustomize(REPO / "k8s" / overlay)
 
 
 def _deployed(name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:

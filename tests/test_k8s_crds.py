@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from k8s_testlib import kustomize
 
 REPO = Path(__file__).resolve().parent.parent
 K8S = REPO / "k8s"
@@ -26,13 +27,12 @@ def _load(name: str, path: Path) -> Any:
     return module
 
 
-render_mod = _load("k8s_render_for_crds", K8S / "render.py")
 sync_mod = _load("k8s_sync_for_crds", K8S / "sync_from_deploy.py")
 
 
 @pytest.fixture(scope="module")
 def cpu() -> list[dict[str, Any]]:
-    return render_mod.render(K8S / "overlays/cpu")
+    return kustomize(K8S / "overlays/cpu")
 
 
 def _find(resources: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
@@ -71,13 +71,14 @@ def test_scaled_object_targets_the_consumer_and_has_a_kafka_trigger(cpu: list[di
 
 
 def test_hpa_component_is_a_working_alternative(tmp_path: Path) -> None:
-    overlay = tmp_path / "hpa-overlay"
+    shutil.copytree(K8S, tmp_path / "k8s")  # kustomize takes paths relative to the overlay, inside its tree
+    overlay = tmp_path / "k8s" / "overlays" / "hpa"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({
         "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-        "resources": [str(K8S / "base")], "components": [str(K8S / "components/hpa")],
+        "resources": ["../../base"], "components": ["../../components/hpa"],
     }))
-    resources = render_mod.render(overlay)
+    resources = kustomize(overlay)
     (hpa,) = _find(resources, "HorizontalPodAutoscaler")
     kubernetes_validate.validate(hpa, "1.31.0", strict=True)
     assert hpa["spec"]["scaleTargetRef"]["name"] == "clmlf-consumer"
@@ -188,7 +189,7 @@ def test_sync_check_reports_stale_files(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ Strimzi (optional extras)
 
 def test_strimzi_cluster_and_topics() -> None:
-    resources = render_mod.render(K8S / "extras/strimzi")
+    resources = kustomize(K8S / "extras/strimzi")
     (kafka,) = _find(resources, "Kafka")
     assert kafka["apiVersion"] == "kafka.strimzi.io/v1beta2"
     assert kafka["metadata"]["annotations"] == {"strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"}
@@ -206,7 +207,7 @@ def test_strimzi_cluster_and_topics() -> None:
         assert spec["partitions"] >= 1 and 1 <= spec["replicas"] <= pool["spec"]["replicas"]
         assert spec["config"]["min.insync.replicas"] < spec["replicas"]
     # The bootstrap address the ConfigMap uses is the one Strimzi creates for this cluster.
-    config = _find(render_mod.render(K8S / "base"), "ConfigMap", "clmlf-config")[0]["data"]
+    config = _find(kustomize(K8S / "base"), "ConfigMap", "clmlf-config")[0]["data"]
     plain = next(listener for listener in kafka["spec"]["kafka"]["listeners"] if not listener["tls"])
     expected = f"{cluster}-kafka-bootstrap.{kafka['metadata']['namespace']}.svc:{plain['port']}"
     assert config["KAFKA_BOOTSTRAP_SERVERS"] == expected

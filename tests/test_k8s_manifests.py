@@ -6,7 +6,6 @@ tool is installed), on the raw base and on both rendered overlays.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import re
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from deploy_testlib import app_env_vars, command_settings
+from k8s_testlib import kustomize
 
 from clmlf.settings import parse_duration
 
@@ -26,14 +27,8 @@ SECRET_KEY_PATTERN = re.compile(r"PASSWORD|TOKEN|SECRET|USERNAME|WEBHOOK|REDIS_U
 LIBRARY_ENV = {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "OMP_NUM_THREADS"}
 
 
-def _load(name: str, path: Path) -> Any:
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-render_mod = _load("k8s_render_for_manifests", K8S / "render.py")
 
 
 def _docs(path: Path) -> list[dict[str, Any]]:
@@ -46,24 +41,16 @@ def _find(resources: list[dict[str, Any]], kind: str, name: str) -> dict[str, An
     return matches[0]
 
 
-def _app_env_vars() -> set[str]:
-    """Every environment variable the application reads (env_default / env_flag / os.environ calls)."""
-    pattern = re.compile(r"""(?:env_default|env_flag|environ\.get|getenv)\(\s*["']([A-Z][A-Z0-9_]+)["']""")
-    names: set[str] = set()
-    for package in ("clmlf", "consumers", "monitor"):
-        for path in (REPO / package).rglob("*.py"):
-            names.update(pattern.findall(path.read_text(encoding="utf-8")))
-    return names
 
 
 @pytest.fixture(scope="module")
 def base() -> list[dict[str, Any]]:
-    return render_mod.render(K8S / "base")
+    return kustomize(K8S / "base")
 
 
 @pytest.fixture(scope="module", params=["base", "overlays/cpu", "overlays/gpu"])
 def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
-    return render_mod.render(K8S / request.param)
+    return kustomize(K8S / request.param)
 
 
 @pytest.fixture(scope="module")
@@ -224,11 +211,11 @@ def test_configmap_holds_no_secrets(base: list[dict[str, Any]]) -> None:
 
 
 def test_every_setting_is_one_the_app_reads(base: list[dict[str, Any]], secret_template: dict[str, Any]) -> None:
-    known = _app_env_vars() | LIBRARY_ENV
+    known = app_env_vars() | LIBRARY_ENV
     assert {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "CLMLF_METRICS_PORT"} <= known  # the scan works
     names = set(_find(base, "ConfigMap", "clmlf-config")["data"])
     names |= set(secret_template["clmlf-credentials"]["stringData"])
-    for deployment in _deployments(base) + _deployments(render_mod.render(K8S / "overlays/gpu")):
+    for deployment in _deployments(base) + _deployments(kustomize(K8S / "overlays/gpu")):
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             names |= {e["name"] for e in container.get("env", [])}
     assert names - known == set()
@@ -266,10 +253,10 @@ def _container_environment(resources: list[dict[str, Any]], deployment: str,
 @pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu"])
 def test_consumer_settings_are_accepted_by_the_real_cli(overlay: str, secret_template: dict[str, Any],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from consumers.cli import build_parser
     from consumers.config import run_config_from_args
-    from monitor.cli import build_parser
 
-    resources = render_mod.render(K8S / overlay)
+    resources = kustomize(K8S / overlay)
     env, args = _container_environment(resources, "clmlf-consumer", secret_template)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -287,15 +274,17 @@ def test_consumer_settings_are_accepted_by_the_real_cli(overlay: str, secret_tem
 def test_api_and_alerter_settings_are_accepted_by_the_real_cli(base: list[dict[str, Any]],
                                                                secret_template: dict[str, Any],
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from monitor.cli import build_parser
+    from consumers.cli import build_parser
 
     for name, command in (("clmlf-api", "serve"), ("clmlf-alerter", "alerter")):
         env, args = _container_environment(base, name, secret_template)
         with monkeypatch.context() as patched:
             for key, value in env.items():
                 patched.setenv(key, value)
-            parsed = build_parser().parse_args(args)
-        assert parsed.command == command
+            parser = build_parser()
+            namespace = parser.parse_args(args)
+            assert namespace.command == command
+            parsed = command_settings(parser, namespace)
         container = _find(base, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
         port = parsed.port if command == "serve" else parsed.metrics_port
         assert port == container["ports"][0]["containerPort"]

@@ -19,7 +19,7 @@ from monitor.store import SentimentStore
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "CLMLF_"))}
     return subprocess.run(
-        [sys.executable, "-m", "monitor.cli", *args],
+        [sys.executable, "-m", "consumers.cli", *args],
         capture_output=True, text=True, timeout=timeout, env={**base, **(env or {})},
     )
 
@@ -144,7 +144,7 @@ def _free_port() -> int:
 def test_serve_hosts_the_api_with_token(seeded):
     port = _free_port()
     env = {**os.environ, "REDIS_URL": REDIS_URL, "CLMLF_REDIS_PREFIX": seeded.prefix, "CLMLF_API_TOKEN": "tok3n"}
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "consumers.cli", "serve", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         url = f"http://127.0.0.1:{port}"

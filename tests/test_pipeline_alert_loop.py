@@ -16,14 +16,15 @@ import redis
 from monitor_testlib import result
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from consumers.alert_loop import AlertLoop, TopicCappedGauge
+from consumers.alert_gauge import TopicCappedGauge
 from consumers.config import RunConfig, add_run_arguments, run_config_from_args
 from consumers.local_infra import free_port
 from consumers.metrics import TopicLabeler
+from monitor.alert_loop import AlertLoop
 from monitor.alerts import AlertEngine
 from monitor.store import SentimentStore
 
-CLI = [sys.executable, "-m", "monitor.cli"]
+CLI = [sys.executable, "-m", "consumers.cli"]
 RUN_REQUIRED = ["--bootstrap", "h:1", "--topic", "t", "--group", "g", "--redis", "redis://127.0.0.1:1/0"]
 
 
@@ -66,12 +67,12 @@ def test_alert_webhook_comes_from_the_environment_and_is_never_shown(monkeypatch
 def test_retention_flags_reach_the_run_config(monkeypatch):
     monkeypatch.delenv("CLMLF_MINUTE_RETENTION", raising=False)
     monkeypatch.delenv("CLMLF_HOURLY_RETENTION", raising=False)
-    default = run_config().retention.store_kwargs()
+    default = run_config().store_kwargs()
     assert default == {"bucket_ttl": 2 * 86400, "hourly_ttl": 35 * 86400}
-    assert run_config("--minute-retention", "6h", "--hourly-retention", "7d").retention.store_kwargs() == {
+    assert run_config("--minute-retention", "6h", "--hourly-retention", "7d").store_kwargs() == {
         "bucket_ttl": 6 * 3600, "hourly_ttl": 7 * 86400}
     monkeypatch.setenv("CLMLF_HOURLY_RETENTION", "90d")
-    assert run_config().retention.hourly_retention == 90 * 86400
+    assert run_config().hourly_retention == 90 * 86400
 
 
 BAD_RETENTION = [

@@ -44,7 +44,7 @@ def test_iter_lines_keeps_bytes_and_skips_blank_lines():
 def test_help_teaches_with_examples_without_loading_the_model(command, names):
     probe = "\n".join([
         "import sys",
-        "from monitor.cli import main",
+        "from consumers.cli import main",
         "try:",
         f"    main([{command!r}, '--help'])",
         "except SystemExit as exit:",
@@ -59,7 +59,7 @@ def test_help_teaches_with_examples_without_loading_the_model(command, names):
 @pytest.mark.parametrize("argv, needle", [
     (["run", "--topic", "t", "--group", "g", "--redis", "redis://x:1"], "--bootstrap is required"),
     (["run", "--bootstrap", "h:1", "--topic", "t", "--group", "g", "--redis", "redis://x:1", "--max-batch", "x"],
-     "invalid int"),
+     "--max-batch: Input should be a valid integer"),
     (["produce", "--topic", "t", "--input", "-"], "--bootstrap is required"),
     (["produce", "--bootstrap", "h:1", "--topic", "t", "--input", "/no/such/file.jsonl"], "cannot open"),
     (["produce", "--bootstrap", "h:1", "--topic", "bad topic", "--input", "-"], "--topic"),

@@ -114,7 +114,7 @@ def test_big_posts_stop_being_polled_at_the_byte_budget_while_redis_is_down(brok
         sampler.start()
         produce(broker.bootstrap, topic, posts)
         wait_until(lambda: tracker.held_bytes() >= budget, 90, "the byte budget to be reached")
-        wait_until(lambda: pipeline._paused, 30, "the partitions to be paused")
+        wait_until(lambda: pipeline.backpressure.paused, 30, "the partitions to be paused")
         time.sleep(3)  # Redis stays down: nothing finishes, nothing more may be polled
         during_outage = list(held)
         assert max(b for b, _ in during_outage) <= budget + overshoot

@@ -11,7 +11,8 @@ import pytest
 import redis
 from monitor_testlib import REDIS_URL, redis_prefix, result
 
-from monitor.store import SentimentStore, classify_event_time, plan_range
+from monitor.store import SentimentStore
+from monitor.windows import classify_event_time, plan_range
 
 LABELS = ("positive", "neutral", "negative")
 

@@ -117,10 +117,9 @@ def _demo(args: argparse.Namespace, duration: float, workdir: Path) -> int:
 
 
 def _run_pipeline(args, broker, redis_, topic, values, stats, predictor, port, duration) -> int:
-    import redis
-
     from consumers.assembly import assemble
     from consumers.config import RunConfig
+    from monitor.redis_client import COMMAND, redis_client
     from monitor.store import SentimentStore
 
     config = RunConfig(bootstrap=broker.bootstrap, topic=topic, group="demo", redis_url=redis_.url,
@@ -134,7 +133,7 @@ def _run_pipeline(args, broker, redis_, topic, values, stats, predictor, port, d
     producer_done = threading.Event()
     feeder = threading.Thread(target=_feed, args=(broker.bootstrap, topic, values, duration * 0.6, producer_done),
                               name="feed", daemon=True)
-    store = SentimentStore(redis.Redis.from_url(redis_.url, decode_responses=True))
+    store = SentimentStore(redis_client(redis_.url, COMMAND))
     metrics_url = f"http://127.0.0.1:{port}/metrics"
     table = LiveTable(sys.stdout, store, assembled.metrics, metrics_url, stats.posts)
     deadline = time.monotonic() + duration + 20  # start-up (group join) is not part of the feed budget
@@ -184,7 +183,7 @@ def _feed(bootstrap: str, topic: str, values: list[bytes], seconds: float, done:
 
 
 def _print_query(redis_url: str) -> None:
-    from monitor.cli import main as monitor_main
+    from consumers.cli import main as monitor_main
 
     argv = ["query", "--redis", redis_url, "--all", "--window", "15m"]
     print(f"\n$ clmlf-monitor {' '.join(argv)}", flush=True)

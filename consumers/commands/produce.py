@@ -8,8 +8,6 @@ import sys
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from clmlf.settings import env_default
-
 EXAMPLES = """\
 examples:
   clmlf-monitor produce --bootstrap 127.0.0.1:9092 --topic posts --input posts.jsonl
@@ -28,9 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "produce", help="send posts from a JSONL file (or stdin) to a Kafka topic",
         description="Send each line of a JSONL file to a Kafka topic (key = post id).",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap", default=env_default("KAFKA_BOOTSTRAP_SERVERS"), metavar="HOST:PORT",
-                        help="Kafka bootstrap servers [KAFKA_BOOTSTRAP_SERVERS]")
-    parser.add_argument("--topic", default=env_default("KAFKA_TOPIC"), help="topic to send to [KAFKA_TOPIC]")
+    from consumers.config import add_kafka_target_arguments
+
+    add_kafka_target_arguments(parser)
     parser.add_argument("--input", required=True, metavar="FILE", help="JSONL file of posts, '-' = stdin")
     parser.set_defaults(func=run)
 
@@ -59,20 +57,11 @@ def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from consumers.config import KafkaSecurity, check_bootstrap, check_topic
+    from consumers.config import KafkaTarget
+    from monitor.settings import settings_from_args
 
-    for flag, value in (("--bootstrap", args.bootstrap), ("--topic", args.topic)):
-        if not value:
-            parser.error(f"{flag} is required (or set its environment variable)")
-        try:
-            (check_bootstrap if flag == "--bootstrap" else check_topic)(value)
-        except ValueError as exc:
-            parser.error(f"{flag}: {exc}")
-    bootstrap, topic = check_bootstrap(args.bootstrap), args.topic
-    try:
-        security = KafkaSecurity.model_validate(KafkaSecurity.from_env())
-    except ValueError as exc:
-        parser.error(f"kafka security: {' '.join(str(exc).split())[:200]}")
+    target = settings_from_args(parser, KafkaTarget, args)
+    bootstrap, topic, security = target.bootstrap, target.topic, target.security
     try:
         stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
     except OSError as exc:

@@ -6,10 +6,9 @@ import argparse
 import json
 import sys
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from clmlf.settings import build_config
-from monitor.config import RedisSettings, add_redis_arguments
+from monitor.settings import RedisOptions, add_redis_arguments, settings_from_args
 
 EXAMPLES = """examples:
   clmlf-monitor alerts --redis redis://localhost:6379/0 --json
@@ -20,10 +19,7 @@ Each alert: topic, kind (negative_share, positive_share, volume_spike), state, s
 recent window and baseline window figures (seconds, total, count, share, Wilson 95% interval)."""
 
 
-class AlertsConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    redis: RedisSettings
+class AlertsConfig(RedisOptions):
     limit: int = Field(50, ge=1, le=10_000)
     active: bool = False
     json_output: bool = False
@@ -38,27 +34,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_redis_arguments(parser)
-    parser.add_argument("--limit", type=int, default=50, help="at most this many alerts (default 50)")
-    parser.add_argument("--active", action="store_true", help="only alerts that are firing now")
-    parser.add_argument("--json", action="store_true", help="JSON list on stdout")
+    parser.add_argument("--limit", help="at most this many alerts (default 50)")
+    parser.add_argument("--active", action="store_true", default=None, help="only alerts that are firing now")
+    parser.add_argument("--json", dest="json_output", action="store_true", default=None, help="JSON list on stdout")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    config = build_config(
-        parser,
-        AlertsConfig,
-        {"redis": RedisSettings.from_args(args), "limit": args.limit, "active": args.active,
-         "json_output": args.json},
-    )
+    config = settings_from_args(parser, AlertsConfig, args)
     import redis
 
     from clmlf.posts import iso_utc
     from monitor.alerts import AlertEngine, alerts_json, list_alerts
-    from monitor.config import RedisUnavailable, open_store
+    from monitor.redis_client import RedisUnavailable, open_store
 
     try:
-        store = open_store(config.redis)
+        store = open_store(config)
         alerts = AlertEngine(store).active() if config.active else list_alerts(store, config.limit)
     except (RedisUnavailable, redis.RedisError) as exc:
         print(f"clmlf-monitor alerts: error: {exc}", file=sys.stderr)

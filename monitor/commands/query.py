@@ -7,17 +7,17 @@ import json
 import sys
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from clmlf.posts import MAX_TOPIC_CHARS, canonical_topic
-from clmlf.settings import build_config
-from monitor.config import (
-    RedisSettings,
-    RetentionSettings,
+from monitor.settings import (
+    Duration,
+    RedisOptions,
+    RetentionOptions,
     add_redis_arguments,
     add_retention_arguments,
-    duration_arg,
+    settings_from_args,
 )
 
 EXAMPLES = """examples:
@@ -31,14 +31,10 @@ Windows are whole minute buckets ending with the current minute, by event time.
 whitespace stripped, case kept), so " Acme" finds "Acme"."""
 
 
-class QueryConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    redis: RedisSettings
-    retention: RetentionSettings = RetentionSettings()
+class QueryConfig(RedisOptions, RetentionOptions):
     topic: str | None = Field(None, min_length=1, max_length=MAX_TOPIC_CHARS)
     all_topics: bool = False
-    window: float = Field(900.0, gt=0, le=400 * 86400)
+    window: Duration = Field(900.0, gt=0, le=400 * 86400)
     rank: Literal["volume", "negative"] = "volume"
     limit: int = Field(50, ge=1, le=10_000)
     negative_label: str = "negative"
@@ -69,43 +65,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_redis_arguments(parser)
     add_retention_arguments(parser)
     parser.add_argument("--topic", metavar="T", help="the topic to report")
-    parser.add_argument("--all", action="store_true",
+    parser.add_argument("--all", dest="all_topics", action="store_true", default=None,
                         help="the top --limit topics of the window, from the ranked index (cost grows with "
                              "--limit, not with the number of topics; JSON 'exact' says whether it is proven)")
-    parser.add_argument("--window", type=duration_arg, default=900.0, metavar="DUR",
+    parser.add_argument("--window", metavar="DUR",
                         help="window length: 90s, 15m, 1h, 1d (default 15m)")
-    parser.add_argument("--rank", choices=("volume", "negative"), default="volume",
+    parser.add_argument("--rank", choices=("volume", "negative"),
                         help="with --all: order by post volume or by negative share (default volume)")
-    parser.add_argument("--limit", type=int, default=50, help="with --all: at most this many topics (default 50)")
-    parser.add_argument("--negative-label", default="negative",
+    parser.add_argument("--limit", help="with --all: at most this many topics (default 50)")
+    parser.add_argument("--negative-label",
                         help="label ranked by --rank negative (2-class checkpoints name their own)")
-    parser.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    parser.add_argument("--json", dest="json_output", action="store_true", default=None,
+                        help="machine-readable JSON on stdout")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    config = build_config(
-        parser,
-        QueryConfig,
-        {
-            "redis": RedisSettings.from_args(args),
-            "retention": RetentionSettings.from_args(args),
-            "topic": args.topic,
-            "all_topics": args.all,
-            "window": args.window,
-            "rank": args.rank,
-            "limit": args.limit,
-            "negative_label": args.negative_label,
-            "json_output": args.json,
-        },
-    )
+    config = settings_from_args(parser, QueryConfig, args)
     import redis
 
-    from monitor.config import RedisUnavailable, format_duration, open_store
     from monitor.query import format_table, ranked_json, ranked_topics
+    from monitor.redis_client import RedisUnavailable, open_store
+    from monitor.settings import format_duration
 
     try:
-        store = open_store(config.redis, **config.retention.store_kwargs())
+        store = open_store(config, **config.store_kwargs())
         if config.topic is not None:
             rows = [store.window_counts(config.topic, config.window)]
             payload = rows[0].to_dict()

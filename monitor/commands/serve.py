@@ -10,15 +10,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
-from clmlf.settings import build_config, env_default, setup_logging
-from monitor.config import (
-    RedisSettings,
-    RetentionSettings,
+from clmlf.settings import setup_logging
+from monitor.settings import (
+    Duration,
+    LoggingOptions,
+    RedisOptions,
+    RetentionOptions,
+    add_log_level_argument,
     add_redis_arguments,
     add_retention_arguments,
-    duration_arg,
+    settings_from_args,
 )
 
 log = logging.getLogger("monitor.serve")
@@ -33,16 +36,11 @@ Routes: /v1/topics, /v1/topics/{topic}/sentiment?window=15m,
 /docs and /openapi.json (the OpenAPI spec)."""
 
 
-class ServeConfig(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    redis: RedisSettings
-    retention: RetentionSettings = RetentionSettings()
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(8080, ge=0, le=65535)
-    api_token: SecretStr | None = None
-    request_timeout: float = Field(10.0, ge=0.1, le=600)
-    log_level: str = "INFO"
+class ServeConfig(RedisOptions, RetentionOptions, LoggingOptions):
+    host: str = Field("127.0.0.1", min_length=1, alias="CLMLF_API_HOST")
+    port: int = Field(8080, ge=0, le=65535, alias="CLMLF_API_PORT")
+    api_token: SecretStr | None = Field(None, alias="CLMLF_API_TOKEN")
+    request_timeout: Duration = Field(10.0, ge=0.1, le=600, alias="CLMLF_API_REQUEST_TIMEOUT")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -55,49 +53,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_redis_arguments(parser)
     add_retention_arguments(parser)
-    parser.add_argument("--host", default=env_default("CLMLF_API_HOST", "127.0.0.1"),
-                        help="bind address (env CLMLF_API_HOST, default %(default)s)")
-    parser.add_argument("--port", type=int, default=env_default("CLMLF_API_PORT", 8080),
-                        help="port (env CLMLF_API_PORT, default 8080)")
-    parser.add_argument("--api-token", default=env_default("CLMLF_API_TOKEN"), metavar="T",
+    parser.add_argument("--host", help="bind address (env CLMLF_API_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", help="port (env CLMLF_API_PORT, default 8080)")
+    parser.add_argument("--api-token", metavar="T",
                         help="require 'Authorization: Bearer T' on /v1 (env CLMLF_API_TOKEN; never logged)")
-    parser.add_argument("--request-timeout", type=duration_arg,
-                        default=env_default("CLMLF_API_REQUEST_TIMEOUT", "10s"), metavar="DUR",
+    parser.add_argument("--request-timeout", metavar="DUR",
                         help="answer 504 to a request not done after this long "
                              "(env CLMLF_API_REQUEST_TIMEOUT, default 10s, 100ms..10m)")
-    parser.add_argument("--log-level", default=env_default("LOG_LEVEL", "INFO"), help="env LOG_LEVEL")
+    add_log_level_argument(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    config = build_config(
-        parser,
-        ServeConfig,
-        {
-            "redis": RedisSettings.from_args(args),
-            "retention": RetentionSettings.from_args(args),
-            "host": args.host,
-            "port": args.port,
-            "api_token": args.api_token or None,
-            "request_timeout": args.request_timeout,
-            "log_level": args.log_level,
-        },
-    )
+    config = settings_from_args(parser, ServeConfig, args)
     setup_logging(config.log_level)
     import uvicorn
 
     from monitor.api import create_app
-    from monitor.config import RedisUnavailable, open_store
+    from monitor.redis_client import RedisUnavailable, open_store
 
     try:
-        store = open_store(config.redis, **config.retention.store_kwargs())
+        store = open_store(config, **config.store_kwargs())
     except RedisUnavailable as exc:
         print(f"clmlf-monitor serve: error: {exc}", file=sys.stderr)
         return 1
     token = config.api_token.get_secret_value() if config.api_token else None
     app = create_app(store, token=token, request_timeout=config.request_timeout)
     log.info("API on http://%s:%d (Redis %s, auth %s)", config.host, config.port,
-             config.redis.display_url, "on" if token else "off")
+             config.display_url, "on" if token else "off")
     try:
         with _stop_signals_end_run():
             uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level.lower(),

@@ -1,15 +1,11 @@
-"""Trend-alert evaluation inside ``clmlf-monitor run``.
+"""The trend-alert evaluation loop of ``clmlf-monitor alerter`` and of ``clmlf-monitor run``.
 
-:class:`AlertLoop` is a daemon thread that calls the monitor's ``AlertEngine.evaluate(now)``
-every ``interval`` seconds, and once more on request when the member stops (after its final
-commit, so the posts it stored last are part of that evaluation).  Several members (and a
-separate ``clmlf-monitor alerter``) may evaluate at once: the engine's compare-and-set state in
-Redis records, exports and posts each alert episode once.  A failed evaluation (Redis down, a
-webhook that raised) is logged and skipped; the next round tries again.
-
-:class:`TopicCappedGauge` lets the engine export ``clmlf_alert_active{topic,kind}`` through the
-consumer's bounded topic labels (topics over the cap share ``other``, which reads 1 while any of
-them fires).
+:class:`AlertLoop` is a daemon thread that calls ``AlertEngine.evaluate(now)`` every ``interval``
+seconds; ``run`` also asks for one more evaluation when the member stops (after its final commit,
+so the posts it stored last are part of it), the alerter evaluates once at start (and ``--once``
+only that).  Several evaluators may run at once: the engine's compare-and-set state in Redis
+records, exports and posts each alert episode once.  A failed evaluation (Redis down, a webhook
+that raised) is logged and skipped; the next round tries again.
 """
 
 from __future__ import annotations
@@ -19,8 +15,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from consumers.metrics import OTHER_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -87,41 +81,3 @@ class AlertLoop(threading.Thread):
             log.warning("final alert evaluation abandoned after %.1fs (Redis slow?)", timeout)
             return False
         return outcome[0]
-
-
-class TopicCappedGauge:
-    """The ``gauge=`` an ``AlertEngine`` sets, with topics mapped to bounded label values.
-
-    ``topic_label`` maps a topic name to itself or to ``other`` (the consumer's TopicLabeler).  The
-    values of topics folded into ``other`` are remembered per kind, and ``other`` shows their
-    maximum, so one resolved topic never hides another that still fires.
-    """
-
-    def __init__(self, gauge: Any, topic_label: Callable[[str], str]) -> None:
-        self._gauge = gauge
-        self._topic_label = topic_label
-        self._folded: dict[str, dict[str, float]] = {}  # kind -> {topic: value} of topics under `other`
-        self._lock = threading.Lock()
-
-    def labels(self, *, topic: str, kind: str) -> _Setter:
-        return _Setter(self, topic, kind)
-
-    def set(self, topic: str, kind: str, value: float) -> None:
-        label = self._topic_label(topic)
-        if label != OTHER_TOPIC:
-            self._gauge.labels(topic=label, kind=kind).set(value)
-            return
-        with self._lock:
-            values = self._folded.setdefault(kind, {})
-            values[topic] = value
-            self._gauge.labels(topic=OTHER_TOPIC, kind=kind).set(max(values.values()))
-
-
-class _Setter:
-    """What ``TopicCappedGauge.labels(...)`` returns: the ``.set(value)`` of one series."""
-
-    def __init__(self, owner: TopicCappedGauge, topic: str, kind: str) -> None:
-        self._owner, self._topic, self._kind = owner, topic, kind
-
-    def set(self, value: float) -> None:
-        self._owner.set(self._topic, self._kind, value)

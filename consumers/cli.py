@@ -1,7 +1,8 @@
 """``clmlf-monitor``: the streaming side (run, produce, demo) and the monitor (query, alerts, serve, alerter).
 
-Each subcommand lives in its own module exposing ``add_parser(subparsers)``; heavy
-imports stay inside the run functions so ``--help`` is fast.
+Each package owns its subcommands (``consumers.commands``, ``monitor.commands``: one module each,
+exposing ``add_parser(subparsers)``); this entry point lives in ``consumers`` because consumers may
+import monitor, never the other way.  Heavy imports stay inside the run functions so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -10,16 +11,10 @@ import importlib
 import sys
 
 from clmlf.settings import OneLineArgumentParser
+from consumers.commands import SUBCOMMANDS as CONSUMER_COMMANDS
+from monitor.commands import SUBCOMMANDS as MONITOR_COMMANDS
 
-SUBCOMMANDS = (
-    "consumers.commands.run",
-    "consumers.commands.produce",
-    "consumers.commands.demo",
-    "monitor.commands.query",
-    "monitor.commands.alerts",
-    "monitor.commands.serve",
-    "monitor.commands.alerter",
-)
+SUBCOMMANDS = CONSUMER_COMMANDS + MONITOR_COMMANDS
 
 
 def build_parser() -> OneLineArgumentParser:
