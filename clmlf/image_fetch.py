@@ -40,7 +40,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from clmlf.net_guard import AddressPolicy, BadURL, BlockedAddress, check_host, check_url
 from clmlf.pinned_transport import Deadline, GuardedBackend, GuardedTransport, Resolver, system_resolver
-from clmlf.posts import Post
+from contract.posts import Post
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,6 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from clmlf.posts import InvalidPost, parse_post
 from consumers.dlq import DeadLetterWriter
 from consumers.image_stage import ImageStage
 from consumers.metrics import PipelineMetrics
@@ -42,6 +41,7 @@ from consumers.sinks import SinkWriter
 from consumers.text_only_stage import TextOnlyStage
 from consumers.work import DeadLetter, Done, WorkItem, post_bytes
 from consumers.worker import ModelWorker
+from contract.posts import InvalidPost, parse_post
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any, Literal
 
-from clmlf.posts import ResultRecord
+from contract.posts import ResultRecord
 from monitor.keys import HOUR, TOTAL_FIELD, KeyLayout
 
 DEFAULT_BUCKET_SECONDS = 60

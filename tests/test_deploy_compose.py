@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from clmlf.posts import parse_post
+from contract.posts import parse_post
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

@@ -16,9 +16,9 @@ import pytest
 from kafka import KafkaProducer
 from pipeline_testlib import create_topic, store_for
 
-from clmlf.posts import iso_utc
 from consumers.assembly import assemble
 from consumers.config import RunConfig
+from contract.posts import iso_utc
 
 pytestmark = pytest.mark.integration
 

@@ -37,7 +37,7 @@ from pipeline_testlib import (
     wait_until,
 )
 
-from clmlf.posts import InvalidPost, parse_post
+from contract.posts import InvalidPost, parse_post
 
 pytestmark = pytest.mark.integration
 

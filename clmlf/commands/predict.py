@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from clmlf.image_fetch import ImageFetcher
     from clmlf.inference import Predictor
-    from clmlf.posts import ImageStatus, Post
+    from contract.posts import ImageStatus, Post
 
 log = logging.getLogger("clmlf.predict")
 
@@ -205,7 +205,7 @@ def _label_chunk(
     stats: dict[str, int],
 ) -> list[str]:
     from clmlf.inference import InferenceItem
-    from clmlf.posts import InvalidPost, build_result, parse_post
+    from contract.posts import InvalidPost, build_result, parse_post
 
     out: list[str | None] = [None] * len(lines)
     posts: list[tuple[int, Post]] = []

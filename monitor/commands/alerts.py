@@ -53,7 +53,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     )
     import redis
 
-    from clmlf.posts import iso_utc
+    from contract.posts import iso_utc
     from monitor.alerts import AlertEngine, alerts_json, list_alerts
     from monitor.config import RedisUnavailable, open_store
 

@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from clmlf.posts import MAX_TOPIC_CHARS, canonical_topic
 from clmlf.settings import build_config
+from contract.posts import MAX_TOPIC_CHARS, canonical_topic
 from monitor.config import (
     RedisSettings,
     RetentionSettings,
@@ -47,7 +47,7 @@ class QueryConfig(BaseModel):
     @field_validator("topic")
     @classmethod
     def _canonical(cls, value: str | None) -> str | None:
-        """The name as the consumers stored it (NFC, stripped: clmlf.posts.canonical_topic)."""
+        """The name as the consumers stored it (NFC, stripped: contract.posts.canonical_topic)."""
         return None if value is None else canonical_topic(value)
 
     @model_validator(mode="after")
