@@ -173,7 +173,7 @@ def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True,
     from concurrent.futures import ThreadPoolExecutor
 
     from clmlf.commands.predict import IMAGE_WORKERS, predict_stream
-    from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
 
     source = io.BytesIO(b"".join(json.dumps(p).encode() + b"\n" for p in posts))
     sink = io.StringIO()

@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clmlf.images import ImageDecodeError, decode_image
+from clmlf.fetch.decode import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 

@@ -145,7 +145,7 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     """Everything a ``run`` member needs, wired, not started."""
     import redis
 
-    from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
     from monitor.store import SentimentStore
 
     metrics = metrics or PipelineMetrics(max_topics=config.max_topic_labels)

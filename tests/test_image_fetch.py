@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from clmlf.image_fetch import FetchConfig, ImageFetcher, ImageFetchError, decode_base64_image
-from clmlf.net_guard import AddressPolicy, check_url, is_public_address, parse_ip_literal
+from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher, ImageFetchError, decode_base64_image
+from clmlf.fetch.net_guard import AddressPolicy, check_url, is_public_address, parse_ip_literal
 from contract.posts import Post
 
 ALLOWED_IP = "127.0.0.2"  # tests allow this loopback address explicitly; 127.0.0.1 stays refused

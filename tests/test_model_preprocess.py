@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from clmlf.config import ModelConfig
-from clmlf.images import ImageDecodeError
+from clmlf.fetch.decode import ImageDecodeError
 from clmlf.preprocess import Preprocessor
 from clmlf.tiny import tiny_config
 

@@ -28,7 +28,7 @@ from clmlf.settings import add_precision_arguments, build_config, env_default, e
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from clmlf.image_fetch import ImageFetcher
+    from clmlf.fetch.image_fetch import ImageFetcher
     from clmlf.inference import Predictor
     from contract.posts import ImageStatus, Post
 
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     from clmlf.checkpoint import CheckpointError
     from clmlf.cpu_threads import configure_threads
-    from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
     from clmlf.inference import Predictor
 
     try:
@@ -245,8 +245,8 @@ def _load_image(
 ) -> tuple[Tensor | None, ImageStatus]:
     """The post's image tensor and its status: used, none (no image given), failed (logged) or
     ignored (``use_images`` False: a text-only model; nothing is fetched or decoded)."""
-    from clmlf.image_fetch import ImageFetchError
-    from clmlf.images import ImageDecodeError
+    from clmlf.fetch.decode import ImageDecodeError
+    from clmlf.fetch.image_fetch import ImageFetchError
 
     if not post.has_image_source:
         return None, "none"

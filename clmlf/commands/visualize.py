@@ -74,7 +74,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from clmlf.checkpoint import CheckpointError
     from clmlf.data import DataFormatError
     from clmlf.encoders import EncoderError
-    from clmlf.images import ImageDecodeError
+    from clmlf.fetch.decode import ImageDecodeError
 
     handlers = {"attention": _attention, "clusters": _clusters, "curves": _curves}
     try:
