@@ -69,19 +69,19 @@ def build_model(device: str, fusion_dim: int = 768, which: str = "paper"):
     """The benchmarked model on ``device`` (eval mode)."""
     import torch
 
-    from clmlf.config import ModelConfig
-    from clmlf.model import CLMLF
+    from clmlf.model.config import ModelConfig
+    from clmlf.model.model import CLMLF
 
     if device == "cpu" and which == "default":
-        from clmlf.checkpoint import load
-        from clmlf.default_model import default_checkpoint_dir
+        from clmlf.model.checkpoint import load
+        from clmlf.model.default_model import default_checkpoint_dir
 
         return load(default_checkpoint_dir()).model.eval()
     if device == "cpu":
         return CLMLF(ModelConfig(fusion_dim=fusion_dim)).eval()
     from transformers import BertConfig, BertModel
 
-    from clmlf.encoders import TextEncoder, _load_tokenizer, create_image_encoder, minilm_dir
+    from clmlf.model.encoders import TextEncoder, _load_tokenizer, create_image_encoder, minilm_dir
 
     config = ModelConfig(text_encoder="bert-base-uncased", image_encoder="resnet50", fusion_dim=fusion_dim)
     text = TextEncoder(BertModel(BertConfig(), add_pooling_layer=False), _load_tokenizer(minilm_dir()),

@@ -82,8 +82,8 @@ def resolve_checkpoint(args: argparse.Namespace) -> tuple[str | None, str]:
     """(checkpoint path or None for the embedded default, description)."""
     if args.checkpoint:
         return args.checkpoint, f"checkpoint {args.checkpoint}"
-    from clmlf.checkpoint import CheckpointError
-    from clmlf.default_model import default_checkpoint_dir
+    from clmlf.model.checkpoint import CheckpointError
+    from clmlf.model.default_model import default_checkpoint_dir
 
     try:
         return str(default_checkpoint_dir()), "embedded default model"
@@ -93,9 +93,9 @@ def resolve_checkpoint(args: argparse.Namespace) -> tuple[str | None, str]:
     if not (target / "config.json").is_file():
         import torch
 
-        from clmlf.checkpoint import save_checkpoint
-        from clmlf.config import ModelConfig
-        from clmlf.model import CLMLF
+        from clmlf.model.checkpoint import save_checkpoint
+        from clmlf.model.config import ModelConfig
+        from clmlf.model.model import CLMLF
 
         say(f"no embedded default model: saving the default architecture with random fusion to {target}")
         torch.manual_seed(0)

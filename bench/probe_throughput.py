@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from clmlf.batches import BatchCollator, PostDataset
     from clmlf.data import load_split
     from clmlf.image_cache import ImageFeatureCache
-    from clmlf.model import CLMLF
-    from clmlf.preprocess import Preprocessor
+    from clmlf.model.model import CLMLF
+    from clmlf.model.preprocess import Preprocessor
     from clmlf.text_cache import TextStateCache
     from clmlf.train import TrainConfig, TrainingObjective, build_model_config
 

@@ -71,8 +71,8 @@ def run_child(args: argparse.Namespace) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from clmlf.config import ModelConfig
-    from clmlf.model import CLMLF
+    from clmlf.model.config import ModelConfig
+    from clmlf.model.model import CLMLF
     from clmlf.text_cache import TextStateCache
     from clmlf.train import TrainConfig, TrainingObjective
 

@@ -23,7 +23,7 @@ from torch.utils.data import Dataset, Sampler
 
 from clmlf.augment import ImageAugment, identity_augment
 from clmlf.data import Sample, load_image
-from clmlf.preprocess import Preprocessor
+from clmlf.model.preprocess import Preprocessor
 
 _MIX = 1_000_003
 

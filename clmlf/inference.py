@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from clmlf.checkpoint import LoadedModel, load
+from clmlf.model.checkpoint import LoadedModel, load
 from clmlf.precision import CpuFeatures, PrecisionPlan, probe_cpu, resolve_precision
 
 DeviceName = Literal["auto", "cpu", "cuda"]
@@ -76,9 +76,9 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int = 32,
                         precision: str | PrecisionPlan = "auto") -> Predictor:
-        """Load ``path``; ``None`` loads the embedded default model (clmlf/default_model_files)."""
+        """Load ``path``; ``None`` loads the embedded default model (clmlf/model/default_model_files)."""
         if path is None:
-            from clmlf.default_model import default_checkpoint_dir
+            from clmlf.model.default_model import default_checkpoint_dir
 
             path = default_checkpoint_dir()
         return cls(load(path, device="cpu"), device=device, batch_size=batch_size, precision=precision)

@@ -182,7 +182,7 @@ class TrainingObjective(nn.Module):
         self.log_prior = log_prior  # training label prior, for logit adjustment
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        from clmlf.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
+        from clmlf.model.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
 
         cfg = self.cfg
         labels = batch["labels"]
@@ -236,7 +236,7 @@ def training_device(name: str) -> torch.device:
 
 
 def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
-    from clmlf.config import ModelConfig
+    from clmlf.model.config import ModelConfig
 
     return ModelConfig(
         text_encoder=cfg.text_encoder,
@@ -264,7 +264,7 @@ def _unfreeze_text(model: nn.Module, top_layers: int | None = None) -> None:
     """Make the text encoder trainable: all of it, or (``top_layers``) only its top N transformer layers.
 
     With ``top_layers`` the embeddings and the lower layers keep their package weights, so a
-    checkpoint stores only the trained layers (:mod:`clmlf.checkpoint`).
+    checkpoint stores only the trained layers (:mod:`clmlf.model.checkpoint`).
     """
     encoder = model.text_encoder
     encoder.frozen = False
@@ -514,11 +514,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     from clmlf.augment import identity_augment, train_image_augment
     from clmlf.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
     from clmlf.calibration import log_prior
-    from clmlf.checkpoint import save_checkpoint
     from clmlf.distractors import distractor_images
     from clmlf.evaluation import classification_metrics
-    from clmlf.model import CLMLF
-    from clmlf.preprocess import Preprocessor
+    from clmlf.model.checkpoint import save_checkpoint
+    from clmlf.model.model import CLMLF
+    from clmlf.model.preprocess import Preprocessor
     from clmlf.train_data import training_data
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -725,8 +725,8 @@ def _calibrate_best(out: Path, cfg: TrainConfig, data, eval_sets: dict, device: 
     """Choose the post-hoc prior shift on the held-out slice, fold it into ``best/`` and re-score every report."""
     from clmlf.batches import BatchCollator
     from clmlf.calibration import choose_prior_shift, fold_prior_shift, log_prior
-    from clmlf.checkpoint import load, save_checkpoint
     from clmlf.evaluation import classification_metrics
+    from clmlf.model.checkpoint import load, save_checkpoint
 
     loaded = load(out / "best", device)
     collate = BatchCollator(loaded.preprocessor)

@@ -41,8 +41,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from clmlf.calibration import fold_prior_shift, log_prior, shifted_predictions
-    from clmlf.checkpoint import load
     from clmlf.evaluation import classification_metrics
+    from clmlf.model.checkpoint import load
     from clmlf.train_data import HOLDOUT, training_data
 
     torch.set_num_threads(2)
@@ -71,7 +71,7 @@ def main() -> None:
             recall = "/".join(f"{m['per_class'][n]['recall']:.2f}" for n in data.label_names)
             print(f"| {name} | {tau} | {m['accuracy']:.4f} | {m['f1_weighted']:.4f} | {m['f1_macro']:.4f} | {recall} |")
     if args.apply is not None:
-        from clmlf.checkpoint import save_checkpoint
+        from clmlf.model.checkpoint import save_checkpoint
 
         if args.out is None:
             parser.error("--apply needs --out")

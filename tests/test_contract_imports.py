@@ -1,4 +1,4 @@
-"""The wire contract and the Redis store load without the model: no torch, no ``clmlf.model``."""
+"""The wire contract and the Redis store load without the model: no torch, no ``clmlf.model.model``."""
 
 from __future__ import annotations
 
@@ -24,5 +24,5 @@ def _loaded_after(module: str) -> list[str]:
 def test_module_loads_without_torch_or_the_model_package(module: str) -> None:
     loaded = _loaded_after(module)
     assert module in loaded
-    heavy = [m for m in loaded if m.split(".")[0] in HEAVY or m == "clmlf.model" or m.startswith("clmlf.model.")]
+    heavy = [m for m in loaded if m.split(".")[0] in HEAVY or m == "clmlf.model.model" or m.startswith("clmlf.model.model.")]
     assert heavy == [], f"import {module} pulled in {heavy}"

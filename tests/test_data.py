@@ -10,7 +10,7 @@ from training_testlib import make_hfm, make_mvsa, make_tombert
 from clmlf.batches import BatchCollator, EpochOrder, PostDataset
 from clmlf.data import HFM_LABELS, MVSA_LABELS, DataFormatError, load_split
 from clmlf.distractors import distractor_images
-from clmlf.preprocess import Preprocessor
+from clmlf.model.preprocess import Preprocessor
 from clmlf.text_cache import TextStateCache
 from clmlf.tiny import build_tiny_model, tiny_config
 

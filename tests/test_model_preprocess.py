@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from clmlf.config import ModelConfig
 from clmlf.fetch.decode import ImageDecodeError
-from clmlf.preprocess import Preprocessor
+from clmlf.model.config import ModelConfig
+from clmlf.model.preprocess import Preprocessor
 from clmlf.tiny import tiny_config
 
 
@@ -18,7 +18,7 @@ from clmlf.tiny import tiny_config
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from clmlf.encoders import minilm_dir
+    from clmlf.model.encoders import minilm_dir
 
     return AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
 

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from training_testlib import make_mvsa
 
-from clmlf.checkpoint import load
 from clmlf.cpu_threads import cgroup_cpu_limit, choose_threads, parse_threads
 from clmlf.evaluation import precision_agreement
 from clmlf.inference import InferenceItem, Predictor
+from clmlf.model.checkpoint import load
 from clmlf.precision import (
     AGREEMENT_BAR,
     PRECISIONS,

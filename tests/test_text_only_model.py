@@ -89,7 +89,7 @@ def test_the_model_itself_ignores_images_when_trained_without_them() -> None:
     pre_batch = {"texts": ["great acme phone", "awful globex line"]}
     gen = torch.Generator().manual_seed(0)
     pixels = [torch.randn(3, 64, 64, generator=gen), torch.randn(3, 64, 64, generator=gen)]
-    from clmlf.preprocess import Preprocessor
+    from clmlf.model.preprocess import Preprocessor
 
     for model in (text_only, with_images):
         pre = Preprocessor(model.config, model.text_encoder.tokenizer)

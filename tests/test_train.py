@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import load_file
 from training_testlib import TINY_MODEL_ARGS, make_mvsa, make_tombert
 
-from clmlf.checkpoint import load
 from clmlf.cli import main
+from clmlf.model.checkpoint import load
 from clmlf.presets import PRESETS, get_preset
 from clmlf.train import TrainConfig
 
@@ -333,7 +333,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, data):
 def _initial_weights(tmp_path, seed: int) -> dict[str, torch.Tensor]:
     """The model ``clmlf train --seed SEED`` starts from (the trainer seeds torch right before building it)."""
     from clmlf.data import MVSA_LABELS
-    from clmlf.model import CLMLF
+    from clmlf.model.model import CLMLF
     from clmlf.train import build_model_config
 
     cfg = TrainConfig(preset="mvsa-single", data_root=tmp_path, out=tmp_path, text_encoder="tiny-random-bert",

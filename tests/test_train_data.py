@@ -134,7 +134,7 @@ def test_default_preset_two_datasets_holdout_translations_top_layers(two_sets, t
 def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two_sets, tmp_path):
     import torch
 
-    from clmlf.checkpoint import load
+    from clmlf.model.checkpoint import load
 
     common = ["--preset", "mvsa-single", "--data-root", str(two_sets), *TINY_MODEL_ARGS, "--batch-size", "16",
               "--lr", "1e-3", "--text-lr", "1e-2", "--stage1-epochs", "1", "--no-lbcl", "--no-dbcl"]

@@ -131,10 +131,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if config.output != "-" and not Path(config.output).resolve().parent.is_dir():
         parser.error(f"--output: directory does not exist: {Path(config.output).parent}")
 
-    from clmlf.checkpoint import CheckpointError
     from clmlf.cpu_threads import configure_threads
     from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
     from clmlf.inference import Predictor
+    from clmlf.model.checkpoint import CheckpointError
 
     try:
         predictor = Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.batch_size,

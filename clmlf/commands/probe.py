@@ -97,10 +97,10 @@ def _analyse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--batch-size must be >= 1")
     import torch
 
-    from clmlf.checkpoint import CheckpointError, load
     from clmlf.data import DataFormatError
-    from clmlf.encoders import EncoderError
     from clmlf.inference import resolve_device
+    from clmlf.model.checkpoint import CheckpointError, load
+    from clmlf.model.encoders import EncoderError
     from clmlf.probe_analysis import (
         disagreement_table,
         face_attention_share,
@@ -113,7 +113,7 @@ def _analyse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         path = args.checkpoint
         if path is None:
-            from clmlf.default_model import default_checkpoint_dir
+            from clmlf.model.default_model import default_checkpoint_dir
 
             path = default_checkpoint_dir()
         loaded = load(path)

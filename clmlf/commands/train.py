@@ -167,7 +167,7 @@ def run_training(config, parser: argparse.ArgumentParser) -> int:
     import os
 
     from clmlf.data import DataFormatError
-    from clmlf.encoders import EncoderError
+    from clmlf.model.encoders import EncoderError
     from clmlf.train import train
 
     try:

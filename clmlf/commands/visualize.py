@@ -71,10 +71,10 @@ def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     setup_logging(args.log_level)
-    from clmlf.checkpoint import CheckpointError
     from clmlf.data import DataFormatError
-    from clmlf.encoders import EncoderError
     from clmlf.fetch.decode import ImageDecodeError
+    from clmlf.model.checkpoint import CheckpointError
+    from clmlf.model.encoders import EncoderError
 
     handlers = {"attention": _attention, "clusters": _clusters, "curves": _curves}
     try:
@@ -86,12 +86,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from clmlf.checkpoint import load
     from clmlf.inference import resolve_device
+    from clmlf.model.checkpoint import load
 
     path = args.checkpoint
     if path is None:
-        from clmlf.default_model import default_checkpoint_dir
+        from clmlf.model.default_model import default_checkpoint_dir
 
         path = default_checkpoint_dir()
     loaded = load(path)

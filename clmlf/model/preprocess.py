@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from clmlf.config import ModelConfig
 from clmlf.fetch.decode import DEFAULT_MAX_PIXELS, decode_image, decoded_pixels, resize_and_center_crop
+from clmlf.model.config import ModelConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
