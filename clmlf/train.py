@@ -5,7 +5,7 @@
 
 * Stage 1 (``stage1_epochs``): the text encoder is frozen (the release's learning
   rate 0): eval mode, no gradients, and its token states are memoised
-  (:mod:`clmlf.text_cache`) so only the first epoch pays for it. Stage 2 unfreezes
+  (:mod:`clmlf.data.text_cache`) so only the first epoch pays for it. Stage 2 unfreezes
   it at ``text_lr``. The image encoder is always frozen and in eval mode.
 * Each epoch: dev accuracy / weighted F1 / macro F1, one JSON line in
   ``metrics.jsonl``, ``last/`` saved, ``best/`` when the selection metric improved.
@@ -511,15 +511,15 @@ def train(cfg: TrainConfig) -> TrainResult:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from clmlf.augment import identity_augment, train_image_augment
-    from clmlf.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
     from clmlf.calibration import log_prior
-    from clmlf.distractors import distractor_images
+    from clmlf.data.augment import identity_augment, train_image_augment
+    from clmlf.data.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
+    from clmlf.data.distractors import distractor_images
+    from clmlf.data.train_data import training_data
     from clmlf.evaluation import classification_metrics
     from clmlf.model.checkpoint import save_checkpoint
     from clmlf.model.model import CLMLF
     from clmlf.model.preprocess import Preprocessor
-    from clmlf.train_data import training_data
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if cfg.threads:
@@ -583,7 +583,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     step_fn: nn.Module | None = None
 
     if cfg.distractor_rate > 0 or cfg.cache_images:
-        from clmlf.image_cache import ImageFeatureCache
+        from clmlf.data.image_cache import ImageFeatureCache
 
         recurring = len(train_samples) + len(data.eval_samples()) if cfg.cache_images else 0
         ImageFeatureCache(max_entries=cfg.distractor_pool + recurring).install(model.image_encoder)
@@ -723,8 +723,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _calibrate_best(out: Path, cfg: TrainConfig, data, eval_sets: dict, device: torch.device, amp: bool) -> None:
     """Choose the post-hoc prior shift on the held-out slice, fold it into ``best/`` and re-score every report."""
-    from clmlf.batches import BatchCollator
     from clmlf.calibration import choose_prior_shift, fold_prior_shift, log_prior
+    from clmlf.data.batches import BatchCollator
     from clmlf.evaluation import classification_metrics
     from clmlf.model.checkpoint import load, save_checkpoint
 
@@ -786,7 +786,7 @@ def _wrap_for_training(objective: nn.Module, cfg: TrainConfig, dist_info: _Dist,
 
 def _prefilled_cache(cfg: TrainConfig, model: nn.Module, pre, train_samples, dev_samples, dist_info: _Dist):
     """A text-state cache holding every text the run will encode (read from / written to ``text_cache_file``)."""
-    from clmlf.text_cache import TextStateCache
+    from clmlf.data.text_cache import TextStateCache
 
     cache = TextStateCache()
     if cfg.text_cache_file is not None and Path(cfg.text_cache_file).is_file():

@@ -23,7 +23,7 @@ TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def _logits(loaded, samples, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    from clmlf.batches import BatchCollator, PostDataset
+    from clmlf.data.batches import BatchCollator, PostDataset
     from clmlf.train import predict_dataset
 
     data = PostDataset(samples, loaded.preprocessor, use_images=False)
@@ -41,9 +41,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from clmlf.calibration import fold_prior_shift, log_prior, shifted_predictions
+    from clmlf.data.train_data import HOLDOUT, training_data
     from clmlf.evaluation import classification_metrics
     from clmlf.model.checkpoint import load
-    from clmlf.train_data import HOLDOUT, training_data
 
     torch.set_num_threads(2)
     cfg = json.loads((args.run / "train_config.json").read_text())

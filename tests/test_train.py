@@ -332,7 +332,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, data):
 
 def _initial_weights(tmp_path, seed: int) -> dict[str, torch.Tensor]:
     """The model ``clmlf train --seed SEED`` starts from (the trainer seeds torch right before building it)."""
-    from clmlf.data import MVSA_LABELS
+    from clmlf.data.datasets import MVSA_LABELS
     from clmlf.model.model import CLMLF
     from clmlf.train import build_model_config
 

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from training_testlib import TINY_MODEL_ARGS, make_mvsa
 
-from clmlf.batches import LengthBucketedOrder
 from clmlf.cli import main
-from clmlf.data import DataFormatError, Sample
-from clmlf.train_data import (
+from clmlf.data.batches import LengthBucketedOrder
+from clmlf.data.datasets import DataFormatError, Sample
+from clmlf.data.train_data import (
     HOLDOUT,
     holdout_split,
     in_holdout,

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
     from clmlf.cpu_threads import configure_threads
-    from clmlf.data import DataFormatError
+    from clmlf.data.datasets import DataFormatError
     from clmlf.evaluation import classification_metrics, format_report, precision_agreement
     from clmlf.model.checkpoint import CheckpointError
     from clmlf.model.encoders import EncoderError
@@ -124,9 +124,9 @@ def evaluate_split(
     order on the same posts) to its softmax scores [N, C]; ``predicted`` comes from the first."""
     import logging
 
-    from clmlf.batches import BatchCollator, PostDataset
-    from clmlf.data import load_split
-    from clmlf.distractors import distractor_images
+    from clmlf.data.batches import BatchCollator, PostDataset
+    from clmlf.data.datasets import load_split
+    from clmlf.data.distractors import distractor_images
     from clmlf.inference import resolve_device
     from clmlf.model.checkpoint import load
     from clmlf.precision import resolve_precision
@@ -152,7 +152,7 @@ def evaluate_split(
     model = loaded.model.to(target).eval()
     photos = []
     if attach_photos:
-        from clmlf.image_cache import ImageFeatureCache
+        from clmlf.data.image_cache import ImageFeatureCache
 
         photos = list(distractor_images(64, pool="eval", seed=photo_seed, size=loaded.config.resize))
         if loaded.config.freeze_image_encoder:

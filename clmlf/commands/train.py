@@ -166,7 +166,7 @@ def run_training(config, parser: argparse.ArgumentParser) -> int:
     import logging
     import os
 
-    from clmlf.data import DataFormatError
+    from clmlf.data.datasets import DataFormatError
     from clmlf.model.encoders import EncoderError
     from clmlf.train import train
 

@@ -71,7 +71,7 @@ def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     setup_logging(args.log_level)
-    from clmlf.data import DataFormatError
+    from clmlf.data.datasets import DataFormatError
     from clmlf.fetch.decode import ImageDecodeError
     from clmlf.model.checkpoint import CheckpointError
     from clmlf.model.encoders import EncoderError
@@ -151,8 +151,8 @@ def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
     import numpy as np
 
-    from clmlf.batches import BatchCollator, PostDataset
-    from clmlf.data import load_split
+    from clmlf.data.batches import BatchCollator, PostDataset
+    from clmlf.data.datasets import load_split
     from clmlf.train import predict_dataset
     from clmlf.visualize import plot_clusters, tsne_2d
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from clmlf.frozen_memo import FrozenForwardMemo
+from clmlf.data.frozen_memo import FrozenForwardMemo
 
 
 class TextStateCache(FrozenForwardMemo):
