@@ -6,7 +6,7 @@ d=768, 3 fusion + 2 image layers, random fusion weights).
 CUDA (when a GPU exists): BERT-base + ResNet-50 shapes with random weights, i.e. the paper's
 model size.
 
-Precision variants (``--precision``, a column of the table), resolved by clmlf.precision:
+Precision variants (``--precision``, a column of the table), resolved by clmlf.serving.precision:
 ``today`` = float32 with the image encoder in NCHW (the serving path before precision modes),
 ``fp32`` = float32 with the image encoder channels_last, ``bf16`` = bf16 autocast + channels_last,
 ``int8`` = dynamic int8 Linear layers outside the image encoder + channels_last (CPU only).
@@ -108,7 +108,7 @@ def variant_plan(name: str, device: str):
     """The PrecisionPlan of a bench variant (``today`` = fp32 with an NCHW image encoder)."""
     import torch
 
-    from clmlf.precision import PrecisionPlan, resolve_precision
+    from clmlf.serving.precision import PrecisionPlan, resolve_precision
 
     if name == "today":
         if device == "cuda":
@@ -190,7 +190,7 @@ def child(spec: str, args: argparse.Namespace) -> dict:
     device, size = spec.split(":")
     batch_size = int(size)
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as clmlf.inference.Predictor does on CPU
+    torch.set_flush_denormal(True)  # as clmlf.serving.inference.Predictor does on CPU
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     base = build_model(device, args.fusion_dim, args.model)
     names = [n for n in args.precision if device == "cpu" or n in ("today", "fp32", "bf16")]

@@ -13,7 +13,7 @@
 
 Precision (``--precision``, a column): each listed variant gets its own Predictor
 (``today`` = fp32 with the image encoder in NCHW, the path before precision modes;
-``fp32`` / ``bf16`` / ``int8`` as resolved by clmlf.precision); every round runs the
+``fp32`` / ``bf16`` / ``int8`` as resolved by clmlf.serving.precision); every round runs the
 predict path and the pipeline of every variant in turn, so they share the load.
 Label agreement of each variant with ``today`` is measured on --agreement-posts
 separate posts (same mix) through the predict path. Latency runs use the last
@@ -293,8 +293,8 @@ def machine() -> str:
 
 def load_variant(checkpoint: str | None, name: str, args: argparse.Namespace):
     """A Predictor in the variant's precision (``today`` = fp32, NCHW image encoder)."""
-    from clmlf.inference import Predictor, resolve_device
-    from clmlf.precision import PrecisionPlan
+    from clmlf.serving.inference import Predictor, resolve_device
+    from clmlf.serving.precision import PrecisionPlan
 
     if name == "today":
         device = resolve_device(args.device)

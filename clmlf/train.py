@@ -511,12 +511,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from clmlf.calibration import log_prior
     from clmlf.data.augment import identity_augment, train_image_augment
     from clmlf.data.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
     from clmlf.data.distractors import distractor_images
     from clmlf.data.train_data import training_data
-    from clmlf.evaluation import classification_metrics
+    from clmlf.evaluation.calibration import log_prior
+    from clmlf.evaluation.metrics import classification_metrics
     from clmlf.model.checkpoint import save_checkpoint
     from clmlf.model.model import CLMLF
     from clmlf.model.preprocess import Preprocessor
@@ -723,9 +723,9 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _calibrate_best(out: Path, cfg: TrainConfig, data, eval_sets: dict, device: torch.device, amp: bool) -> None:
     """Choose the post-hoc prior shift on the held-out slice, fold it into ``best/`` and re-score every report."""
-    from clmlf.calibration import choose_prior_shift, fold_prior_shift, log_prior
     from clmlf.data.batches import BatchCollator
-    from clmlf.evaluation import classification_metrics
+    from clmlf.evaluation.calibration import choose_prior_shift, fold_prior_shift, log_prior
+    from clmlf.evaluation.metrics import classification_metrics
     from clmlf.model.checkpoint import load, save_checkpoint
 
     loaded = load(out / "best", device)

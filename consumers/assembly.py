@@ -73,7 +73,7 @@ class Assembled:
 
 def load_predictor(config: RunConfig) -> Any:
     """The model, owned later by the worker thread (embedded default when no checkpoint)."""
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
 
     return Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.max_batch,
                                      precision=config.precision)
@@ -81,7 +81,7 @@ def load_predictor(config: RunConfig) -> Any:
 
 def predict_fn(predictor: Any):
     """Adapter: work items -> the predictor's inference items (one forward per micro-batch)."""
-    from clmlf.inference import InferenceItem
+    from clmlf.serving.inference import InferenceItem
 
     def predict(items: Sequence[WorkItem]) -> list[Any]:
         return predictor.predict(

@@ -40,9 +40,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where --apply writes the checkpoint")
     args = parser.parse_args()
 
-    from clmlf.calibration import fold_prior_shift, log_prior, shifted_predictions
     from clmlf.data.train_data import HOLDOUT, training_data
-    from clmlf.evaluation import classification_metrics
+    from clmlf.evaluation.calibration import fold_prior_shift, log_prior, shifted_predictions
+    from clmlf.evaluation.metrics import classification_metrics
     from clmlf.model.checkpoint import load
 
     torch.set_num_threads(2)

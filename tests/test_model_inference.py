@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clmlf.inference import InferenceItem, Predictor, resolve_device
 from clmlf.model.checkpoint import load
+from clmlf.serving.inference import InferenceItem, Predictor, resolve_device
 
 torch.set_num_threads(1)
 

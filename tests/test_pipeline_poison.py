@@ -87,7 +87,7 @@ class FuzzMember:
     def __init__(self, broker: Any, redis_url: str, checkpoint: Any) -> None:
         import torch
 
-        from clmlf.inference import Predictor
+        from clmlf.serving.inference import Predictor
         from consumers.assembly import assemble
         from consumers.config import RunConfig
 

@@ -31,7 +31,7 @@ from clmlf.data.probe import (
     find_emoji_font,
     visible_square,
 )
-from clmlf.probe_analysis import SENTIMENT_TEXTS
+from clmlf.evaluation.probe_analysis import SENTIMENT_TEXTS
 
 torch.set_num_threads(1)
 

@@ -159,7 +159,7 @@ def test_stream_reports_ignored_and_never_fetches(tmp_path: Path, broker, redis_
 @pytest.mark.integration
 def test_stream_metrics_count_ignored_as_its_own_outcome(broker, redis_server, text_only_checkpoint: Path,
                                                          unique_name: str, image_server: CountingImageServer) -> None:
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
     from consumers.assembly import assemble
     from consumers.config import RunConfig
     from consumers.text_only_stage import TextOnlyStage

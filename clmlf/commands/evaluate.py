@@ -65,11 +65,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
-    from clmlf.cpu_threads import configure_threads
     from clmlf.data.datasets import DataFormatError
-    from clmlf.evaluation import classification_metrics, format_report, precision_agreement
+    from clmlf.evaluation.metrics import classification_metrics, format_report, precision_agreement
     from clmlf.model.checkpoint import CheckpointError
     from clmlf.model.encoders import EncoderError
+    from clmlf.serving.cpu_threads import configure_threads
 
     configure_threads(args.threads)
     precisions = ("fp32", args.compare_precision) if args.compare_precision else (args.precision,)
@@ -127,9 +127,9 @@ def evaluate_split(
     from clmlf.data.batches import BatchCollator, PostDataset
     from clmlf.data.datasets import load_split
     from clmlf.data.distractors import distractor_images
-    from clmlf.inference import resolve_device
     from clmlf.model.checkpoint import load
-    from clmlf.precision import resolve_precision
+    from clmlf.serving.inference import resolve_device
+    from clmlf.serving.precision import resolve_precision
     from clmlf.train import predict_dataset
 
     if checkpoint is None:

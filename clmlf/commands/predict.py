@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from clmlf.fetch.image_fetch import ImageFetcher
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
     from contract.posts import ImageStatus, Post
 
 log = logging.getLogger("clmlf.predict")
@@ -131,10 +131,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if config.output != "-" and not Path(config.output).resolve().parent.is_dir():
         parser.error(f"--output: directory does not exist: {Path(config.output).parent}")
 
-    from clmlf.cpu_threads import configure_threads
     from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
-    from clmlf.inference import Predictor
     from clmlf.model.checkpoint import CheckpointError
+    from clmlf.serving.cpu_threads import configure_threads
+    from clmlf.serving.inference import Predictor
 
     try:
         predictor = Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.batch_size,
@@ -204,7 +204,7 @@ def _label_chunk(
     pool: ThreadPoolExecutor,
     stats: dict[str, int],
 ) -> list[str]:
-    from clmlf.inference import InferenceItem
+    from clmlf.serving.inference import InferenceItem
     from contract.posts import InvalidPost, build_result, parse_post
 
     out: list[str | None] = [None] * len(lines)

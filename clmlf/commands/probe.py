@@ -98,15 +98,15 @@ def _analyse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import torch
 
     from clmlf.data.datasets import DataFormatError
-    from clmlf.inference import resolve_device
-    from clmlf.model.checkpoint import CheckpointError, load
-    from clmlf.model.encoders import EncoderError
-    from clmlf.probe_analysis import (
+    from clmlf.evaluation.probe_analysis import (
         disagreement_table,
         face_attention_share,
         format_attention,
         format_disagreement,
     )
+    from clmlf.model.checkpoint import CheckpointError, load
+    from clmlf.model.encoders import EncoderError
+    from clmlf.serving.inference import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

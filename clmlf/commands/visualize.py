@@ -86,8 +86,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from clmlf.inference import resolve_device
     from clmlf.model.checkpoint import load
+    from clmlf.serving.inference import resolve_device
 
     path = args.checkpoint
     if path is None:
@@ -105,7 +105,7 @@ def _attention(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
     import torch
 
-    from clmlf.visualize import attention_grid, plot_attention
+    from clmlf.evaluation.visualize import attention_grid, plot_attention
 
     if args.max_tokens < 1:
         parser.error("--max-tokens must be >= 1")
@@ -153,8 +153,8 @@ def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
     from clmlf.data.batches import BatchCollator, PostDataset
     from clmlf.data.datasets import load_split
+    from clmlf.evaluation.visualize import plot_clusters, tsne_2d
     from clmlf.train import predict_dataset
-    from clmlf.visualize import plot_clusters, tsne_2d
 
     if not args.data_root:
         parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
@@ -179,7 +179,7 @@ def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
 def _curves(args: argparse.Namespace, parser: argparse.ArgumentParser):
     from pathlib import Path
 
-    from clmlf.visualize import plot_curves, read_metrics
+    from clmlf.evaluation.visualize import plot_curves, read_metrics
 
     records = read_metrics(args.run)
     return plot_curves(records, args.out, title=f"{Path(args.run).resolve().name}: {len(records)} epochs")

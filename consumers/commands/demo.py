@@ -53,7 +53,7 @@ def _say(message: str) -> None:
 
 def load_demo_predictor(checkpoint: str | None, workdir: Path, max_batch: int) -> Any:
     """The requested or embedded model; a tiny random one (loudly) when no default is installed."""
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
 
     try:
         return Predictor.from_checkpoint(checkpoint, device="auto", batch_size=max_batch)

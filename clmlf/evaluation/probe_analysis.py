@@ -3,7 +3,7 @@
 * :func:`face_attention_share`: for every post of a split, the attention of its
   text tokens (last fusion layer, as ``clmlf visualize attention`` draws it) over
   the image patches, renormalised over the patches exactly like the figure
-  (:func:`clmlf.visualize.attention_grid`), and the share of it on the patches
+  (:func:`clmlf.evaluation.visualize.attention_grid`), and the share of it on the patches
   that overlap the face (``probe_faces.json`` box mapped through resize + center
   crop). A model that ignores where the face is puts ``k / 49`` there when the
   face covers ``k`` of the 49 patches: that is the uniform share it is compared to.
