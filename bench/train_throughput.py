@@ -74,7 +74,7 @@ def run_child(args: argparse.Namespace) -> dict:
     from clmlf.data.text_cache import TextStateCache
     from clmlf.model.config import ModelConfig
     from clmlf.model.model import CLMLF
-    from clmlf.train import TrainConfig, TrainingObjective
+    from clmlf.training.trainer import TrainConfig, TrainingObjective
 
     setup = SETUPS[args.child]
     torch.set_num_threads(args.threads)

@@ -130,7 +130,7 @@ def evaluate_split(
     from clmlf.model.checkpoint import load
     from clmlf.serving.inference import resolve_device
     from clmlf.serving.precision import resolve_precision
-    from clmlf.train import predict_dataset
+    from clmlf.training.trainer import predict_dataset
 
     if checkpoint is None:
         from clmlf.model.default_model import default_checkpoint_dir

@@ -131,7 +131,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from clmlf.train import TrainConfig
+    from clmlf.training.trainer import TrainConfig
 
     setup_logging(args.log_level)
     if not args.data_root:
@@ -168,7 +168,7 @@ def run_training(config, parser: argparse.ArgumentParser) -> int:
 
     from clmlf.data.datasets import DataFormatError
     from clmlf.model.encoders import EncoderError
-    from clmlf.train import train
+    from clmlf.training.trainer import train
 
     try:
         result = train(config)

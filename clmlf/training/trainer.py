@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from clmlf.presets import get_preset
+from clmlf.training.presets import get_preset
 
 log = logging.getLogger(__name__)
 
