@@ -47,7 +47,7 @@ def private_redis() -> Iterator[LocalRedis]:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clmlf.tiny import build_tiny_checkpoint
+    from tiny_models import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
 

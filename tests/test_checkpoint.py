@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import build_tiny_checkpoint, build_tiny_model, tiny_config
 
 from clmlf.model.checkpoint import CheckpointError, load, save_checkpoint, weights_digest
 from clmlf.model.model import CLMLF
-from clmlf.tiny import build_tiny_checkpoint, build_tiny_model, tiny_config
 
 torch.set_num_threads(1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import build_tiny_model, tiny_config
 from training_testlib import make_hfm, make_mvsa, make_tombert
 
 from clmlf.data.batches import BatchCollator, EpochOrder, PostDataset
@@ -12,7 +13,6 @@ from clmlf.data.datasets import HFM_LABELS, MVSA_LABELS, DataFormatError, load_s
 from clmlf.data.distractors import distractor_images
 from clmlf.data.text_cache import TextStateCache
 from clmlf.model.preprocess import Preprocessor
-from clmlf.tiny import build_tiny_model, tiny_config
 
 torch.set_num_threads(1)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny_models import build_tiny_model, tiny_config
 
 from clmlf.model.config import ModelConfig
 from clmlf.model.encoders import TinyCNN
 from clmlf.model.model import CLMLF
-from clmlf.tiny import build_tiny_model, tiny_config
 
 torch.set_num_threads(1)
 

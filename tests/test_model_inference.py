@@ -57,9 +57,10 @@ def test_aspect_ignored_by_a_non_aspect_model(predictor: Predictor) -> None:
 
 
 def test_aspect_model_uses_the_aspect(tmp_path: Path) -> None:
+    from tiny_models import tiny_config
+
     from clmlf.model.checkpoint import save_checkpoint
     from clmlf.model.model import CLMLF
-    from clmlf.tiny import tiny_config
 
     with torch.random.fork_rng():
         torch.manual_seed(0)

@@ -7,11 +7,11 @@ import io
 import pytest
 import torch
 from PIL import Image
+from tiny_models import tiny_config
 
 from clmlf.fetch.decode import ImageDecodeError
 from clmlf.model.config import ModelConfig
 from clmlf.model.preprocess import Preprocessor
-from clmlf.tiny import tiny_config
 
 
 @pytest.fixture(scope="module")

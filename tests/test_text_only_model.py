@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 from pipeline_testlib import Member, b64_image, create_topic, png_bytes, produce, store_for
+from tiny_models import build_tiny_checkpoint, build_tiny_model
 
 from clmlf.commands import predict
 from clmlf.settings import OneLineArgumentParser
-from clmlf.tiny import build_tiny_checkpoint, build_tiny_model
 
 torch.set_num_threads(1)
 

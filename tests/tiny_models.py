@@ -1,6 +1,6 @@
 """A tiny random CLMLF checkpoint (tiny-random-bert + tiny-cnn, d=32) for tests of every layer.
 
-It is a real checkpoint directory written by :func:`clmlf.model.checkpoint.save_checkpoint`,
+A test fixture. It is a real checkpoint directory written by :func:`clmlf.model.checkpoint.save_checkpoint`,
 so code under test loads it exactly like a trained model. Same seed, same weights.
 """
 
