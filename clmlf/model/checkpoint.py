@@ -413,12 +413,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
 
     Raises :class:`CheckpointError` with one line.
     """
-    import os
-
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from clmlf.model.encoders import hub_offline
+
+    hub_offline()
     path = resolve_checkpoint_dir(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")

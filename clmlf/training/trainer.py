@@ -227,12 +227,12 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 def training_device(name: str) -> torch.device:
     """``auto``/``cpu``/``cuda`` -> the device of this process (``cuda:LOCAL_RANK`` under torchrun)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device("cuda", local)
+    from clmlf.serving.inference import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cpu":
+        return device
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
@@ -518,10 +518,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     from clmlf.evaluation.calibration import log_prior
     from clmlf.evaluation.metrics import classification_metrics
     from clmlf.model.checkpoint import save_checkpoint
+    from clmlf.model.encoders import hub_offline
     from clmlf.model.model import CLMLF
     from clmlf.model.preprocess import Preprocessor
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hub_offline()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = training_device(cfg.device)
