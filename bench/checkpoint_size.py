@@ -5,7 +5,7 @@ d=256, 3 fusion + 2 image layers, max_text_len 128). "Fine-tuning" the top k
 MiniLM layers is simulated by adding noise to exactly their tensors, so the
 partial encoder holds k layers (k=6: all layers; "+emb": also the embeddings).
 For each case: ``model.safetensors`` and whole-directory size, and the median
-wall time of ``clmlf.checkpoint.load`` (rebuilds both package encoders, checks
+wall time of ``clmlf.model.checkpoint.load`` (rebuilds both package encoders, checks
 their digests, overlays the stored tensors).
 
     .venv/bin/python bench/checkpoint_size.py                  # table on stdout (~2 min on 2 cores)
@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from clmlf.checkpoint import load, save_checkpoint
-    from clmlf.config import ModelConfig
-    from clmlf.model import CLMLF
+    from clmlf.model.checkpoint import load, save_checkpoint
+    from clmlf.model.config import ModelConfig
+    from clmlf.model.model import CLMLF
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

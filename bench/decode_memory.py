@@ -5,7 +5,7 @@
 
 For each mode (RGBA, LA, P with transparency, RGB, L, I;16) and side, a fresh Python process
 builds a side x side PNG of that mode, then runs the consumer's image path on it
-(``clmlf.images.decode_image`` at target 256, then ``resize_and_center_crop(256, 224)``) and
+(``clmlf.fetch.decode.decode_image`` at target 256, then ``resize_and_center_crop(256, 224)``) and
 reports the growth of its peak RSS (``ru_maxrss``) over the decode, in MB and bytes per pixel.
 One process per case, so earlier cases do not hide later peaks.
 """
@@ -34,7 +34,7 @@ img.save(buf, "PNG", **({"transparency": 3} if mode == "P" else {}))
 data = buf.getvalue()
 del img, buf
 gc.collect()
-from clmlf.images import decode_image, resize_and_center_crop
+from clmlf.fetch.decode import decode_image, resize_and_center_crop
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 resize_and_center_crop(decode_image(data, 256), 256, 224)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

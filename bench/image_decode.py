@@ -1,7 +1,7 @@
 """Benchmark the image stage on one core: decode + resize 256 + center crop 224, with and without JPEG draft mode.
 
 Generates realistic JPEGs (smooth gradients + noise, quality 85) of about 1, 2 and
-3 megapixels, then times ``clmlf.images.decode_image`` -> ``resize_shorter_side(256)``
+3 megapixels, then times ``clmlf.fetch.decode.decode_image`` -> ``resize_shorter_side(256)``
 -> ``center_crop(224)`` in this single thread. Each round times every image once;
 the reported figures are medians over rounds of images per second, measured by
 this thread's CPU time (= one dedicated core; robust on a shared machine) and by
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from clmlf.images import center_crop, decode_image, resize_shorter_side
+from clmlf.fetch.decode import center_crop, decode_image, resize_shorter_side
 
 RESIZE, CROP = 256, 224
 

@@ -6,7 +6,7 @@ d=768, 3 fusion + 2 image layers, random fusion weights).
 CUDA (when a GPU exists): BERT-base + ResNet-50 shapes with random weights, i.e. the paper's
 model size.
 
-Precision variants (``--precision``, a column of the table), resolved by clmlf.precision:
+Precision variants (``--precision``, a column of the table), resolved by clmlf.serving.precision:
 ``today`` = float32 with the image encoder in NCHW (the serving path before precision modes),
 ``fp32`` = float32 with the image encoder channels_last, ``bf16`` = bf16 autocast + channels_last,
 ``int8`` = dynamic int8 Linear layers outside the image encoder + channels_last (CPU only).
@@ -69,19 +69,19 @@ def build_model(device: str, fusion_dim: int = 768, which: str = "paper"):
     """The benchmarked model on ``device`` (eval mode)."""
     import torch
 
-    from clmlf.config import ModelConfig
-    from clmlf.model import CLMLF
+    from clmlf.model.config import ModelConfig
+    from clmlf.model.model import CLMLF
 
     if device == "cpu" and which == "default":
-        from clmlf.checkpoint import load
-        from clmlf.default_model import default_checkpoint_dir
+        from clmlf.model.checkpoint import load
+        from clmlf.model.default_model import default_checkpoint_dir
 
         return load(default_checkpoint_dir()).model.eval()
     if device == "cpu":
         return CLMLF(ModelConfig(fusion_dim=fusion_dim)).eval()
     from transformers import BertConfig, BertModel
 
-    from clmlf.encoders import TextEncoder, _load_tokenizer, create_image_encoder, minilm_dir
+    from clmlf.model.encoders import TextEncoder, _load_tokenizer, create_image_encoder, minilm_dir
 
     config = ModelConfig(text_encoder="bert-base-uncased", image_encoder="resnet50", fusion_dim=fusion_dim)
     text = TextEncoder(BertModel(BertConfig(), add_pooling_layer=False), _load_tokenizer(minilm_dir()),
@@ -108,7 +108,7 @@ def variant_plan(name: str, device: str):
     """The PrecisionPlan of a bench variant (``today`` = fp32 with an NCHW image encoder)."""
     import torch
 
-    from clmlf.precision import PrecisionPlan, resolve_precision
+    from clmlf.serving.precision import PrecisionPlan, resolve_precision
 
     if name == "today":
         if device == "cuda":
@@ -190,7 +190,7 @@ def child(spec: str, args: argparse.Namespace) -> dict:
     device, size = spec.split(":")
     batch_size = int(size)
     torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as clmlf.inference.Predictor does on CPU
+    torch.set_flush_denormal(True)  # as clmlf.serving.inference.Predictor does on CPU
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     base = build_model(device, args.fusion_dim, args.model)
     names = [n for n in args.precision if device == "cpu" or n in ("today", "fp32", "bf16")]

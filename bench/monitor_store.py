@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import redis  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from clmlf.posts import ResultRecord  # noqa: E402
+from contract.posts import ResultRecord  # noqa: E402
 from monitor.store import SentimentStore  # noqa: E402
 
 LABELS = ("positive", "neutral", "negative")

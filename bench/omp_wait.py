@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def child(args: argparse.Namespace) -> dict:
     import torch
 
-    from clmlf.inference import InferenceItem, Predictor
+    from clmlf.serving.inference import InferenceItem, Predictor
 
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_checkpoint(None, device="cpu", batch_size=args.batch, precision=args.precision)

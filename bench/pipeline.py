@@ -13,7 +13,7 @@
 
 Precision (``--precision``, a column): each listed variant gets its own Predictor
 (``today`` = fp32 with the image encoder in NCHW, the path before precision modes;
-``fp32`` / ``bf16`` / ``int8`` as resolved by clmlf.precision); every round runs the
+``fp32`` / ``bf16`` / ``int8`` as resolved by clmlf.serving.precision); every round runs the
 predict path and the pipeline of every variant in turn, so they share the load.
 Label agreement of each variant with ``today`` is measured on --agreement-posts
 separate posts (same mix) through the predict path. Latency runs use the last
@@ -82,8 +82,8 @@ def resolve_checkpoint(args: argparse.Namespace) -> tuple[str | None, str]:
     """(checkpoint path or None for the embedded default, description)."""
     if args.checkpoint:
         return args.checkpoint, f"checkpoint {args.checkpoint}"
-    from clmlf.checkpoint import CheckpointError
-    from clmlf.default_model import default_checkpoint_dir
+    from clmlf.model.checkpoint import CheckpointError
+    from clmlf.model.default_model import default_checkpoint_dir
 
     try:
         return str(default_checkpoint_dir()), "embedded default model"
@@ -93,9 +93,9 @@ def resolve_checkpoint(args: argparse.Namespace) -> tuple[str | None, str]:
     if not (target / "config.json").is_file():
         import torch
 
-        from clmlf.checkpoint import save_checkpoint
-        from clmlf.config import ModelConfig
-        from clmlf.model import CLMLF
+        from clmlf.model.checkpoint import save_checkpoint
+        from clmlf.model.config import ModelConfig
+        from clmlf.model.model import CLMLF
 
         say(f"no embedded default model: saving the default architecture with random fusion to {target}")
         torch.manual_seed(0)
@@ -173,7 +173,7 @@ def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True,
     from concurrent.futures import ThreadPoolExecutor
 
     from clmlf.commands.predict import IMAGE_WORKERS, predict_stream
-    from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
 
     source = io.BytesIO(b"".join(json.dumps(p).encode() + b"\n" for p in posts))
     sink = io.StringIO()
@@ -293,8 +293,8 @@ def machine() -> str:
 
 def load_variant(checkpoint: str | None, name: str, args: argparse.Namespace):
     """A Predictor in the variant's precision (``today`` = fp32, NCHW image encoder)."""
-    from clmlf.inference import Predictor, resolve_device
-    from clmlf.precision import PrecisionPlan
+    from clmlf.serving.inference import Predictor, resolve_device
+    from clmlf.serving.precision import PrecisionPlan
 
     if name == "today":
         device = resolve_device(args.device)

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from clmlf.inference import Predictor
-    from clmlf.precision import PrecisionPlan, quantize_linear_int8
+    from clmlf.serving.inference import Predictor
+    from clmlf.serving.precision import PrecisionPlan, quantize_linear_int8
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]

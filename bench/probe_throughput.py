@@ -9,7 +9,7 @@ other jobs hits both alike; medians over ``--rounds`` are reported:
 
 * ``cache off``: the frozen image encoder runs on every picture (what every epoch
   costs with augmentation, and the first epoch with ``--image-cache``);
-* ``cache on``: its feature maps come from ``clmlf.image_cache`` (epochs 2+ of
+* ``cache on``: its feature maps come from ``clmlf.data.image_cache`` (epochs 2+ of
   ``clmlf train --no-image-augment --image-cache``).
 
     .venv/bin/python bench/probe_throughput.py --data-root runs/probe --rounds 5
@@ -36,13 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from clmlf.batches import BatchCollator, PostDataset
-    from clmlf.data import load_split
-    from clmlf.image_cache import ImageFeatureCache
-    from clmlf.model import CLMLF
-    from clmlf.preprocess import Preprocessor
-    from clmlf.text_cache import TextStateCache
-    from clmlf.train import TrainConfig, TrainingObjective, build_model_config
+    from clmlf.data.batches import BatchCollator, PostDataset
+    from clmlf.data.datasets import load_split
+    from clmlf.data.image_cache import ImageFeatureCache
+    from clmlf.data.text_cache import TextStateCache
+    from clmlf.model.model import CLMLF
+    from clmlf.model.preprocess import Preprocessor
+    from clmlf.training.trainer import TrainConfig, TrainingObjective, build_model_config
 
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(preset="probe", data_root=args.data_root, out=".", lbcl=args.lbcl, dbcl=False,

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import redis  # noqa: E402
 
-from clmlf.posts import ResultRecord  # noqa: E402
 from consumers.local_infra import LocalRedis  # noqa: E402
+from contract.posts import ResultRecord  # noqa: E402
 from monitor.query import ranked_topics  # noqa: E402
 from monitor.store import SentimentStore  # noqa: E402
 

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import redis
 
-    from clmlf.posts import ResultRecord, iso_utc
     from consumers.local_infra import LocalRedis
+    from contract.posts import ResultRecord, iso_utc
     from monitor.store import SentimentStore
 
     rng = random.Random(7)

@@ -9,13 +9,13 @@ Setups (embedded encoders: all-MiniLM-L6-v2 frozen + EfficientNet-Lite0 frozen,
 fusion width ``--fusion-dim``, 3 fusion + 2 image layers as in the MVSA-Single preset):
 
 * ``text, no cache``: text-only posts, the frozen text encoder runs every step;
-* ``text, cached``: text-only posts, text states memoised (clmlf.text_cache), the
+* ``text, cached``: text-only posts, text states memoised (clmlf.data.text_cache), the
   default of ``clmlf train`` while the text encoder is frozen;
 * ``30% photos, cached``: as above with a photo on 30% of the posts (the
   distractor rate of the embedded default model), image encoder forward included;
 * ``all photos, cached``: every post has a photo (the published setting);
 * ``all photos, image cache``: as above with the frozen image encoder's feature
-  maps memoised too (clmlf.image_cache, ``clmlf train --no-image-augment
+  maps memoised too (clmlf.data.image_cache, ``clmlf train --no-image-augment
   --image-cache``): the steady state from the second epoch on, when every
   picture recurs unchanged (no augmentation);
 * ``text, CE only``: MLF-only ablation row (no contrastive losses, one view).
@@ -71,10 +71,10 @@ def run_child(args: argparse.Namespace) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from clmlf.config import ModelConfig
-    from clmlf.model import CLMLF
-    from clmlf.text_cache import TextStateCache
-    from clmlf.train import TrainConfig, TrainingObjective
+    from clmlf.data.text_cache import TextStateCache
+    from clmlf.model.config import ModelConfig
+    from clmlf.model.model import CLMLF
+    from clmlf.training.trainer import TrainConfig, TrainingObjective
 
     setup = SETUPS[args.child]
     torch.set_num_threads(args.threads)
@@ -91,7 +91,7 @@ def run_child(args: argparse.Namespace) -> dict:
     if setup["cache"]:
         TextStateCache().install(model.text_encoder)
     if setup.get("image_cache"):
-        from clmlf.image_cache import ImageFeatureCache
+        from clmlf.data.image_cache import ImageFeatureCache
 
         ImageFeatureCache().install(model.image_encoder)  # filled by the untimed warm-up step
     base_rss = _rss_mb()

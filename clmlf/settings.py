@@ -103,7 +103,7 @@ def setup_logging(level: str | None = None) -> None:
 
 
 def _threads_arg(text: str) -> int | None:
-    from clmlf.cpu_threads import parse_threads
+    from clmlf.serving.cpu_threads import parse_threads
 
     try:
         return parse_threads(text)
@@ -112,7 +112,7 @@ def _threads_arg(text: str) -> int | None:
 
 
 def _precision_arg(text: str) -> str:
-    from clmlf.precision import parse_precision
+    from clmlf.serving.precision import parse_precision
 
     try:
         return parse_precision(text)

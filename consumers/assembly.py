@@ -75,7 +75,7 @@ class Assembled:
 
 def load_predictor(config: RunConfig) -> Any:
     """The model, owned later by the worker thread (embedded default when no checkpoint)."""
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
 
     return Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.max_batch,
                                      precision=config.precision)
@@ -83,7 +83,7 @@ def load_predictor(config: RunConfig) -> Any:
 
 def predict_fn(predictor: Any):
     """Adapter: work items -> the predictor's inference items (one forward per micro-batch)."""
-    from clmlf.inference import InferenceItem
+    from clmlf.serving.inference import InferenceItem
 
     def predict(items: Sequence[WorkItem]) -> list[Any]:
         return predictor.predict(
@@ -147,7 +147,7 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     """Everything a ``run`` member needs, wired, not started."""
     import redis
 
-    from clmlf.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
     from monitor import redis_client as monitor_redis
     from monitor.store import SentimentStore
 

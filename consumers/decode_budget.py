@@ -1,7 +1,7 @@
 """The decode budget: how many image pixels the image workers may decode at once, together.
 
 Each image worker reserves the pixels an image will decode to (read from its header before any
-pixel is decoded, see :func:`clmlf.images.decoded_pixels`) and releases them when the image is a
+pixel is decoded, see :func:`clmlf.fetch.decode.decoded_pixels`) and releases them when the image is a
 small model tensor again.  A reservation that does not fit waits, first come first served, so N
 workers cannot multiply the per-image cap: the pixels being decoded never exceed ``capacity``,
 and the decode memory of the process stays below ``capacity`` x the worst bytes per pixel

@@ -2,7 +2,7 @@
 
 Each dead letter is a JSON envelope (:func:`dlq_envelope`) holding the original
 key and value bytes base64-encoded, the reason code and detail line from
-:class:`clmlf.posts.InvalidPost`, and the source topic, partition, offset and
+:class:`contract.posts.InvalidPost`, and the source topic, partition, offset and
 timestamp; the reason is also a record header (``clmlf-dlq-reason``) so tools
 can filter without parsing.  :class:`DeadLetterWriter` sends asynchronously
 and reports which source offsets are durably dead-lettered, resending failures,

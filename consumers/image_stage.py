@@ -21,9 +21,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from clmlf.posts import Post
 from consumers.decode_budget import DecodeBudget
 from consumers.work import WorkItem
+from contract.posts import Post
 
 FetchBytes = Callable[[Post], bytes | None]
 DecodeImage = Callable[[bytes], Any]

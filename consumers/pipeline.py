@@ -31,7 +31,6 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from clmlf.posts import InvalidPost, parse_post
 from consumers.backpressure import Backpressure
 from consumers.dlq import DeadLetterWriter
 from consumers.image_stage import ImageStage
@@ -44,6 +43,7 @@ from consumers.sinks import SinkWriter
 from consumers.text_only_stage import TextOnlyStage
 from consumers.work import DeadLetter, Done, WorkItem, post_bytes
 from consumers.worker import ModelWorker
+from contract.posts import InvalidPost, parse_post
 
 log = logging.getLogger(__name__)
 

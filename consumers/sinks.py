@@ -29,9 +29,9 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_when_event_set, wait_exponential_jitter
 
-from clmlf.posts import ResultRecord, build_result
 from consumers.metrics import PipelineMetrics
 from consumers.work import DeadLetter, Done, WorkItem
+from contract.posts import ResultRecord, build_result
 
 log = logging.getLogger(__name__)
 Retryable = Callable[[BaseException], bool]

@@ -6,8 +6,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from clmlf.posts import ImageStatus, Post
 from consumers.offsets import PartitionLease
+from contract.posts import ImageStatus, Post
 
 
 @dataclass(slots=True)

@@ -21,8 +21,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clmlf.posts import MAX_TOPIC_CHARS, iso_utc
 from clmlf.settings import parse_duration
+from contract.posts import MAX_TOPIC_CHARS, iso_utc
 from monitor.alerts import AlertEngine, alerts_json, list_alerts
 from monitor.query import ranked_json, ranked_topics
 from monitor.request_timeout import RequestTimeout

@@ -1,7 +1,7 @@
 """The Redis key layout of the monitor, in one place (documented in docs/redis.md).
 
 Every key lives under one configurable prefix.  Topic names are embedded as-is
-(they are bounded, non-blank strings, see :mod:`clmlf.posts`); the bucket start
+(they are bounded, non-blank strings, see :mod:`contract.posts`); the bucket start
 is an integer epoch second, so a key name is always ``prefix:kind:topic:start``
 with the start parsed from the right.
 """

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
 
-from clmlf.posts import ResultRecord
+from contract.posts import ResultRecord
 from monitor.keys import HOUR, TOTAL_FIELD, KeyLayout
 from monitor.windows import (
     DEFAULT_BUCKET_TTL,

@@ -16,8 +16,8 @@ from tenacity import (
     wait_exponential,
 )
 
-from clmlf.posts import iso_utc
 from clmlf.settings import redact_url
+from contract.posts import iso_utc
 
 if TYPE_CHECKING:
     from monitor.alerts import Alert

@@ -23,8 +23,8 @@ TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def _logits(loaded, samples, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
-    from clmlf.batches import BatchCollator, PostDataset
-    from clmlf.train import predict_dataset
+    from clmlf.data.batches import BatchCollator, PostDataset
+    from clmlf.training.trainer import predict_dataset
 
     data = PostDataset(samples, loaded.preprocessor, use_images=False)
     logits, _, gold = predict_dataset(loaded.model, data, BatchCollator(loaded.preprocessor), batch_size,
@@ -40,14 +40,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="where --apply writes the checkpoint")
     args = parser.parse_args()
 
-    from clmlf.calibration import fold_prior_shift, log_prior, shifted_predictions
-    from clmlf.checkpoint import load
-    from clmlf.evaluation import classification_metrics
-    from clmlf.train_data import HOLDOUT, training_data
+    from clmlf.data.train_data import HOLDOUT, training_data
+    from clmlf.evaluation.calibration import fold_prior_shift, log_prior, shifted_predictions
+    from clmlf.evaluation.metrics import classification_metrics
+    from clmlf.model.checkpoint import load
 
     torch.set_num_threads(2)
     cfg = json.loads((args.run / "train_config.json").read_text())
-    from clmlf.presets import get_preset
+    from clmlf.training.presets import get_preset
 
     preset = get_preset(cfg["preset"])
     fraction = cfg.get("holdout_fraction")
@@ -71,7 +71,7 @@ def main() -> None:
             recall = "/".join(f"{m['per_class'][n]['recall']:.2f}" for n in data.label_names)
             print(f"| {name} | {tau} | {m['accuracy']:.4f} | {m['f1_weighted']:.4f} | {m['f1_macro']:.4f} | {recall} |")
     if args.apply is not None:
-        from clmlf.checkpoint import save_checkpoint
+        from clmlf.model.checkpoint import save_checkpoint
 
         if args.out is None:
             parser.error("--apply needs --out")

@@ -21,7 +21,7 @@ from consumers.local_infra import LocalBroker, LocalRedis
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# The commands under test choose their torch threads at start-up (clmlf.cpu_threads); OMP_NUM_THREADS
+# The commands under test choose their torch threads at start-up (clmlf.serving.cpu_threads); OMP_NUM_THREADS
 # takes precedence there, so one test running `clmlf predict` does not raise every later test's threads.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -47,7 +47,7 @@ def private_redis() -> Iterator[LocalRedis]:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from clmlf.tiny import build_tiny_checkpoint
+    from tiny_models import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "ckpt")
 

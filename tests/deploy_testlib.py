@@ -12,7 +12,7 @@ ENV_READ = re.compile(r"""(?:(?:env_default|env_flag|environ\.get|getenv)\(\s*|a
 
 def app_env_vars() -> set[str]:
     """Every environment variable the application reads."""
-    return {name for package in ("clmlf", "consumers", "monitor") for path in (REPO / package).rglob("*.py")
+    return {name for package in ("clmlf", "contract", "consumers", "monitor") for path in (REPO / package).rglob("*.py")
             for name in ENV_READ.findall(path.read_text(encoding="utf-8"))}
 
 

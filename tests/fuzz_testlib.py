@@ -7,7 +7,7 @@ import re
 
 from hypothesis import strategies as st
 
-from clmlf.posts import MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TOPIC_CHARS, MAX_TOPICS
+from contract.posts import MAX_ID_CHARS, MAX_TEXT_CHARS, MAX_TOPIC_CHARS, MAX_TOPICS
 
 # Any code point, lone surrogates included (what "\udXXX" escapes in JSON decode to).
 any_text = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF), max_size=40)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import redis
 
-from clmlf.posts import ResultRecord
+from contract.posts import ResultRecord
 
 REDIS_URL = os.environ.get("CLMLF_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from clmlf.calibration import choose_prior_shift, fold_prior_shift, log_prior, shifted_predictions
+from clmlf.evaluation.calibration import choose_prior_shift, fold_prior_shift, log_prior, shifted_predictions
 
 LABELS = ("positive", "neutral", "negative")
 

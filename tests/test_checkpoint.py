@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_models import build_tiny_checkpoint, build_tiny_model, tiny_config
 
-from clmlf.checkpoint import CheckpointError, load, save_checkpoint, weights_digest
-from clmlf.model import CLMLF
-from clmlf.tiny import build_tiny_checkpoint, build_tiny_model, tiny_config
+from clmlf.model.checkpoint import CheckpointError, load, save_checkpoint, weights_digest
+from clmlf.model.model import CLMLF
 
 torch.set_num_threads(1)
 
@@ -133,7 +133,7 @@ def test_clmlf_load_is_exported_lazily() -> None:
     # In a fresh interpreter from the repo root (as users and `python -m pytest` import the package).
     code = (
         "import sys, clmlf; light = 'torch' not in sys.modules; "
-        "from clmlf.checkpoint import load; print(light, clmlf.load is load)"
+        "from clmlf.model.checkpoint import load; print(light, clmlf.load is load)"
     )
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
@@ -230,7 +230,7 @@ def test_missing_text_encoder_config(tmp_path: Path, tiny_dir: Path) -> None:
 
 
 def test_default_model_missing_says_pass_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    import clmlf.default_model as default_model
+    import clmlf.model.default_model as default_model
 
     monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIRNAME", "no_such_default_model")
     with pytest.raises(default_model.DefaultModelMissing, match="--checkpoint"):

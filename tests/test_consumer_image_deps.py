@@ -28,7 +28,7 @@ import consumers, monitor
 for pkg in (consumers, monitor):
     for info in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
         importlib.import_module(info.name)
-for name in ("clmlf.inference", "clmlf.checkpoint", "clmlf.default_model", "clmlf.commands.predict"):
+for name in ("clmlf.serving.inference", "clmlf.model.checkpoint", "clmlf.model.default_model", "clmlf.commands.predict", "contract.posts"):
     importlib.import_module(name)
 from consumers.cli import build_parser
 from clmlf.cli import build_parser as clmlf_parser

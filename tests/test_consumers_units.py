@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from clmlf.posts import parse_post
 from clmlf.settings import OneLineArgumentParser
 from consumers.config import RunConfig, add_run_arguments, run_config_from_args
 from consumers.dlq import REASON_HEADER, DeadLetterWriter, dlq_envelope
@@ -26,6 +25,7 @@ from consumers.offsets import PartitionLease
 from consumers.sinks import SinkAborted, SinkWriter, retry_until
 from consumers.work import DeadLetter, Done, WorkItem
 from consumers.worker import ModelWorker
+from contract.posts import parse_post
 
 BASE = ["--bootstrap", "127.0.0.1:9092", "--topic", "posts", "--group", "g", "--redis", "redis://127.0.0.1:6379/0"]
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from tiny_models import build_tiny_model, tiny_config
 from training_testlib import make_hfm, make_mvsa, make_tombert
 
-from clmlf.batches import BatchCollator, EpochOrder, PostDataset
-from clmlf.data import HFM_LABELS, MVSA_LABELS, DataFormatError, load_split
-from clmlf.distractors import distractor_images
-from clmlf.preprocess import Preprocessor
-from clmlf.text_cache import TextStateCache
-from clmlf.tiny import build_tiny_model, tiny_config
+from clmlf.data.batches import BatchCollator, EpochOrder, PostDataset
+from clmlf.data.datasets import HFM_LABELS, MVSA_LABELS, DataFormatError, load_split
+from clmlf.data.distractors import distractor_images
+from clmlf.data.text_cache import TextStateCache
+from clmlf.model.preprocess import Preprocessor
 
 torch.set_num_threads(1)
 
@@ -135,7 +135,7 @@ def _dataset(tmp_path, **kwargs):
 
 
 def test_post_dataset_is_reproducible_per_seed_epoch_and_index(tmp_path):
-    from clmlf.augment import train_image_augment
+    from clmlf.data.augment import train_image_augment
 
     photos = list(distractor_images(4, "train", seed=0, size=72))
     data, _ = _dataset(tmp_path, augment=train_image_augment(), with_augmented_view=True, distractors=photos,
@@ -213,7 +213,7 @@ def test_distractor_pools_are_reproducible_and_disjoint():
 
 
 def test_image_feature_cache_matches_the_encoder():
-    from clmlf.image_cache import ImageFeatureCache
+    from clmlf.data.image_cache import ImageFeatureCache
 
     encoder = build_tiny_model().image_encoder
     pixels = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -231,7 +231,7 @@ def test_image_feature_cache_matches_the_encoder():
 def test_train_augmentation_is_flip_then_randaugment_2_ops_magnitude_14_of_30():
     from torchvision import transforms
 
-    from clmlf.augment import train_image_augment
+    from clmlf.data.augment import train_image_augment
 
     flip, rand = train_image_augment().transforms
     assert isinstance(flip, transforms.RandomHorizontalFlip) and flip.p == 0.5
@@ -240,7 +240,7 @@ def test_train_augmentation_is_flip_then_randaugment_2_ops_magnitude_14_of_30():
 
 
 def test_augmented_view_is_the_back_translation_with_its_own_image_augmentation(tmp_path):
-    from clmlf.augment import train_image_augment
+    from clmlf.data.augment import train_image_augment
 
     data, pre = _dataset(tmp_path, augment=train_image_augment(), with_augmented_view=True)
     items = [data[0], data[len(data) - 1]]  # first: image + back-translation; last: neither (text itself, no image)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from deploy_testlib import app_env_vars, command_settings
 
-from clmlf.posts import parse_post
+from contract.posts import parse_post
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

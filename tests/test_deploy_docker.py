@@ -209,7 +209,7 @@ def test_copied_files_exist_and_pass_dockerignore(dockerfile: tuple[str, list[St
                 if line.strip() and not line.startswith("#")]
     assert patterns[0] == "*", ".dockerignore is an allowlist"
     sources = list(_copy_sources(stages))
-    assert {"pyproject.toml", "clmlf", "consumers", "monitor"} <= set(sources)
+    assert {"pyproject.toml", "clmlf", "contract", "consumers", "monitor"} <= set(sources)
     for source in sources:
         assert (REPO / source).exists(), source
         assert _dockerignore_allows(source, patterns), f"{source} is excluded by .dockerignore"
@@ -286,7 +286,7 @@ def test_wheel_installed_by_the_images_carries_every_package_data_file(tmp_path:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
-    for package in ("clmlf", "consumers", "monitor"):
+    for package in ("clmlf", "contract", "consumers", "monitor"):
         shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w",
@@ -298,10 +298,10 @@ def test_wheel_installed_by_the_images_carries_every_package_data_file(tmp_path:
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {
         p.relative_to(REPO).as_posix()
-        for package in ("clmlf", "consumers", "monitor")
+        for package in ("clmlf", "contract", "consumers", "monitor")
         for p in (REPO / package).rglob("*")
         if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
     }
     assert expected, "no package data found at all: the scan is broken"
     assert expected - names == set(), "package data missing from the wheel (pyproject package-data patterns)"
-    assert {"clmlf/cli.py", "consumers/cli.py", "consumers/commands/run.py"} <= names
+    assert {"clmlf/cli.py", "contract/posts.py", "consumers/cli.py", "consumers/commands/run.py"} <= names

@@ -10,7 +10,7 @@ import torch
 from training_testlib import make_hfm, make_mvsa
 
 from clmlf.cli import main
-from clmlf.evaluation import classification_metrics, format_report
+from clmlf.evaluation.metrics import classification_metrics, format_report
 
 torch.set_num_threads(1)
 

@@ -21,9 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from clmlf.image_fetch import FetchConfig, ImageFetcher, ImageFetchError, decode_base64_image
-from clmlf.net_guard import AddressPolicy, check_url, is_public_address, parse_ip_literal
-from clmlf.posts import Post
+from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher, ImageFetchError, decode_base64_image
+from clmlf.fetch.net_guard import AddressPolicy, check_url, is_public_address, parse_ip_literal
+from contract.posts import Post
 
 ALLOWED_IP = "127.0.0.2"  # tests allow this loopback address explicitly; 127.0.0.1 stays refused
 GUARDED = {"allow_networks": (f"{ALLOWED_IP}/32",), "backoff_initial": 0.01, "backoff_max": 0.05}

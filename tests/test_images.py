@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clmlf.images import (
+from clmlf.fetch.decode import (
     MAX_FULL_RESIZE_ASPECT,
     ImageDecodeError,
     center_crop,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from clmlf.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
+from clmlf.model.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
 
 
 def naive_lbcl(z: list[list[float]], labels: list[int], tau: float, form: str) -> float:

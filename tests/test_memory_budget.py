@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from pipeline_testlib import wait_until
 
-from clmlf.images import decoded_pixels
+from clmlf.fetch.decode import decoded_pixels
 from consumers.config import BYTE_UNITS, PIXEL_UNITS, add_run_arguments, parse_size, run_config_from_args
 from consumers.decode_budget import DecodeBudget
 from consumers.offsets import OffsetTracker

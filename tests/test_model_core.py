@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from pydantic import ValidationError
+from tiny_models import build_tiny_model, tiny_config
 
-from clmlf.config import ModelConfig
-from clmlf.encoders import TinyCNN
-from clmlf.model import CLMLF
-from clmlf.tiny import build_tiny_model, tiny_config
+from clmlf.model.config import ModelConfig
+from clmlf.model.encoders import TinyCNN
+from clmlf.model.model import CLMLF
 
 torch.set_num_threads(1)
 
@@ -27,7 +27,7 @@ def make_batch(model: CLMLF, texts: list[str], with_image: list[bool], seed: int
 
 
 def model_preprocessor(model: CLMLF):
-    from clmlf.preprocess import Preprocessor
+    from clmlf.model.preprocess import Preprocessor
 
     return Preprocessor(model.config, model.text_encoder.tokenizer)
 
@@ -236,7 +236,7 @@ def test_token_type_ids_are_used(model: CLMLF) -> None:
 
 def test_max_text_len_beyond_the_text_encoders_positions_is_refused() -> None:
     """MiniLM has 512 positions: a longer max_text_len would only fail on the first long post, mid-run."""
-    from clmlf.encoders import EncoderError
+    from clmlf.model.encoders import EncoderError
 
     config = tiny_config().model_copy(update={"text_encoder": "minilm", "max_text_len": 513})
     with pytest.raises(EncoderError, match="max_text_len 513 is more than the text encoder's 512 positions"):

@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from clmlf.config import ModelConfig
-from clmlf.encoders import (
+from clmlf.model.config import ModelConfig
+from clmlf.model.encoders import (
     EncoderError,
     create_image_encoder,
     create_text_encoder,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from clmlf.checkpoint import load
-from clmlf.inference import InferenceItem, Predictor, resolve_device
+from clmlf.model.checkpoint import load
+from clmlf.serving.inference import InferenceItem, Predictor, resolve_device
 
 torch.set_num_threads(1)
 
@@ -57,9 +57,10 @@ def test_aspect_ignored_by_a_non_aspect_model(predictor: Predictor) -> None:
 
 
 def test_aspect_model_uses_the_aspect(tmp_path: Path) -> None:
-    from clmlf.checkpoint import save_checkpoint
-    from clmlf.model import CLMLF
-    from clmlf.tiny import tiny_config
+    from tiny_models import tiny_config
+
+    from clmlf.model.checkpoint import save_checkpoint
+    from clmlf.model.model import CLMLF
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -72,7 +73,7 @@ def test_aspect_model_uses_the_aspect(tmp_path: Path) -> None:
 
 
 def test_model_name_has_weights_hash(predictor: Predictor, tiny_checkpoint: Path) -> None:
-    from clmlf.checkpoint import weights_digest
+    from clmlf.model.checkpoint import weights_digest
 
     assert predictor.model_name == f"tiny-random@{weights_digest(tiny_checkpoint)}"
     assert predictor.device.type == "cpu" and not predictor.uses_bf16 and predictor.precision.mode == "fp32"
@@ -94,7 +95,7 @@ def test_bad_batch_size(tiny_checkpoint: Path) -> None:
 
 
 def test_from_checkpoint_without_default_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    import clmlf.default_model as default_model
+    import clmlf.model.default_model as default_model
 
     monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIRNAME", "no_such_default_model")
     with pytest.raises(default_model.DefaultModelMissing, match="pass --checkpoint"):

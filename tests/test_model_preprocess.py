@@ -7,18 +7,18 @@ import io
 import pytest
 import torch
 from PIL import Image
+from tiny_models import tiny_config
 
-from clmlf.config import ModelConfig
-from clmlf.images import ImageDecodeError
-from clmlf.preprocess import Preprocessor
-from clmlf.tiny import tiny_config
+from clmlf.fetch.decode import ImageDecodeError
+from clmlf.model.config import ModelConfig
+from clmlf.model.preprocess import Preprocessor
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from clmlf.encoders import minilm_dir
+    from clmlf.model.encoders import minilm_dir
 
     return AutoTokenizer.from_pretrained(str(minilm_dir()), local_files_only=True)
 

@@ -29,7 +29,7 @@ class SlowPredictor:
 def test_in_flight_posts_stay_bounded_while_the_model_lags(broker, redis_server, tiny_checkpoint, unique_name):
     import torch
 
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
 
     torch.set_num_threads(1)
     topic, n, limit = unique_name, 150, 8

@@ -55,7 +55,7 @@ class InProcessMember:
     def __init__(self, checkpoint: Any, predictor: Any = None, serve_http: bool = False, **settings: Any) -> None:
         import torch
 
-        from clmlf.inference import Predictor
+        from clmlf.serving.inference import Predictor
         from consumers.assembly import assemble
         from consumers.config import RunConfig
 
@@ -187,7 +187,7 @@ def test_work_finished_before_lost_partitions_is_committed_and_the_stop_says_the
     finished work had never been committed."""
     import torch
 
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
     from consumers.assembly import assemble
     from consumers.config import RunConfig
 

@@ -16,9 +16,9 @@ import pytest
 from kafka import KafkaProducer
 from pipeline_testlib import create_topic, store_for
 
-from clmlf.posts import iso_utc
 from consumers.assembly import assemble
 from consumers.config import RunConfig
+from contract.posts import iso_utc
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ DAY = 86400
 def test_posts_land_in_the_bucket_of_their_event_time(broker, redis_server, tiny_checkpoint, unique_name):
     import torch
 
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
 
     torch.set_num_threads(1)
     topic = unique_name

@@ -84,7 +84,7 @@ def test_a_member_joining_mid_stream_takes_partitions_and_nothing_counts_twice(b
                                                                               tiny_checkpoint, unique_name):
     import torch
 
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
     from consumers.assembly import assemble
     from consumers.config import RunConfig
 

@@ -47,7 +47,7 @@ def bomb_b64() -> str:
 def tiny_predictor(checkpoint):
     import torch
 
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
 
     torch.set_num_threads(1)
     return Predictor.from_checkpoint(checkpoint, "cpu")

@@ -37,7 +37,7 @@ from pipeline_testlib import (
     wait_until,
 )
 
-from clmlf.posts import InvalidPost, parse_post
+from contract.posts import InvalidPost, parse_post
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +87,7 @@ class FuzzMember:
     def __init__(self, broker: Any, redis_url: str, checkpoint: Any) -> None:
         import torch
 
-        from clmlf.inference import Predictor
+        from clmlf.serving.inference import Predictor
         from consumers.assembly import assemble
         from consumers.config import RunConfig
 

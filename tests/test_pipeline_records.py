@@ -30,7 +30,7 @@ from pipeline_testlib import (
     stored_ids,
 )
 
-from clmlf.posts import MAX_ID_CHARS, MAX_TEXT_CHARS, REASONS
+from contract.posts import MAX_ID_CHARS, MAX_TEXT_CHARS, REASONS
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def image_server():
 
 
 def malformed_records(image_base: str) -> dict[str, bytes | None]:
-    """One record per reason code of clmlf.posts.REASONS (value bytes; None = tombstone), except
+    """One record per reason code of contract.posts.REASONS (value bytes; None = tombstone), except
     ``unparseable``: the parser's catch-all for its own bugs, which no known input reaches."""
     def post(**fields) -> bytes:
         return json.dumps({"id": "bad", "text": "fine", **fields}).encode()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from clmlf.posts import (
+from contract.posts import (
     MAX_ID_CHARS,
     MAX_RECORD_BYTES,
     MAX_TEXT_CHARS,

@@ -18,7 +18,7 @@ from fuzz_testlib import Digits, dumps_hostile, json_values, post_like
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from clmlf.posts import (
+from contract.posts import (
     MAX_ID_CHARS,
     MAX_TEXT_CHARS,
     MAX_TOPIC_CHARS,

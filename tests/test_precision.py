@@ -1,4 +1,4 @@
-"""Serving precision (clmlf.precision) and threads (clmlf.cpu_threads): parsing, resolution on any CPU,
+"""Serving precision (clmlf.serving.precision) and threads (clmlf.serving.cpu_threads): parsing, resolution on any CPU,
 outputs of each mode on the tiny model, the agreement gate, the command-line settings."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from training_testlib import make_mvsa
 
-from clmlf.checkpoint import load
-from clmlf.cpu_threads import cgroup_cpu_limit, choose_threads, parse_threads
-from clmlf.evaluation import precision_agreement
-from clmlf.inference import InferenceItem, Predictor
-from clmlf.precision import (
+from clmlf.evaluation.metrics import precision_agreement
+from clmlf.model.checkpoint import load
+from clmlf.serving.cpu_threads import cgroup_cpu_limit, choose_threads, parse_threads
+from clmlf.serving.inference import InferenceItem, Predictor
+from clmlf.serving.precision import (
     AGREEMENT_BAR,
     PRECISIONS,
     CpuFeatures,

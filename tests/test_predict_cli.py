@@ -237,7 +237,7 @@ def test_real_entry_point_end_to_end(tmp_path: Path, tiny_checkpoint: Path) -> N
 
 def test_without_checkpoint_and_without_embedded_model(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import clmlf.default_model as default_model
+    import clmlf.model.default_model as default_model
 
     monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIRNAME", "no_such_default_model")
     monkeypatch.delenv("CLMLF_CHECKPOINT", raising=False)
@@ -246,7 +246,7 @@ def test_without_checkpoint_and_without_embedded_model(tmp_path: Path, capsys: p
     assert_exit_2(["--input", str(source)], capsys, "pass --checkpoint DIR")
 
 
-@pytest.mark.skipif(not (REPO / "clmlf" / "default_model_files" / "config.json").is_file(),
+@pytest.mark.skipif(not (REPO / "clmlf" / "model" / "default_model_files" / "config.json").is_file(),
                     reason="the embedded default model has not been trained into the tree yet")
 def test_embedded_default_model_labels_the_examples(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLMLF_CHECKPOINT", raising=False)

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clmlf.cli import main
-from clmlf.data import load_split
-from clmlf.probe import (
+from clmlf.data.datasets import load_split
+from clmlf.data.probe import (
     FONT_PACKAGE,
     HELD_OUT,
     TRAIN_GLYPHS,
@@ -31,7 +31,7 @@ from clmlf.probe import (
     find_emoji_font,
     visible_square,
 )
-from clmlf.probe_analysis import SENTIMENT_TEXTS
+from clmlf.evaluation.probe_analysis import SENTIMENT_TEXTS
 
 torch.set_num_threads(1)
 
@@ -109,7 +109,7 @@ def test_missing_font_exits_2_naming_the_debian_package(tmp_path, capsys, monkey
         main(["probe", "build", "--out", str(tmp_path / "p"), "--font", str(tmp_path / "NotoColorEmoji.ttf")])
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and assert_line in err
-    monkeypatch.setattr("clmlf.probe.FONT_DIRS", (str(tmp_path),))
+    monkeypatch.setattr("clmlf.data.probe.FONT_DIRS", (str(tmp_path),))
     with pytest.raises(SystemExit) as exc:
         main(["probe", "build", "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err.strip()

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 from pipeline_testlib import Member, b64_image, create_topic, png_bytes, produce, store_for
+from tiny_models import build_tiny_checkpoint, build_tiny_model
 
 from clmlf.commands import predict
 from clmlf.settings import OneLineArgumentParser
-from clmlf.tiny import build_tiny_checkpoint, build_tiny_model
 
 torch.set_num_threads(1)
 
@@ -89,7 +89,7 @@ def test_the_model_itself_ignores_images_when_trained_without_them() -> None:
     pre_batch = {"texts": ["great acme phone", "awful globex line"]}
     gen = torch.Generator().manual_seed(0)
     pixels = [torch.randn(3, 64, 64, generator=gen), torch.randn(3, 64, 64, generator=gen)]
-    from clmlf.preprocess import Preprocessor
+    from clmlf.model.preprocess import Preprocessor
 
     for model in (text_only, with_images):
         pre = Preprocessor(model.config, model.text_encoder.tokenizer)
@@ -159,7 +159,7 @@ def test_stream_reports_ignored_and_never_fetches(tmp_path: Path, broker, redis_
 @pytest.mark.integration
 def test_stream_metrics_count_ignored_as_its_own_outcome(broker, redis_server, text_only_checkpoint: Path,
                                                          unique_name: str, image_server: CountingImageServer) -> None:
-    from clmlf.inference import Predictor
+    from clmlf.serving.inference import Predictor
     from consumers.assembly import assemble
     from consumers.config import RunConfig
     from consumers.text_only_stage import TextOnlyStage

@@ -9,10 +9,10 @@ import torch
 from safetensors.torch import load_file
 from training_testlib import TINY_MODEL_ARGS, make_mvsa, make_tombert
 
-from clmlf.checkpoint import load
 from clmlf.cli import main
-from clmlf.presets import PRESETS, get_preset
-from clmlf.train import TrainConfig
+from clmlf.model.checkpoint import load
+from clmlf.training.presets import PRESETS, get_preset
+from clmlf.training.trainer import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -143,7 +143,7 @@ def test_bad_arguments_exit_2_with_one_line(tmp_path, data, capsys, args, needle
 
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_amp_on_cpu_needs_native_bf16(tmp_path, data, capsys, monkeypatch, native_bf16):
-    monkeypatch.setattr("clmlf.train.cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr("clmlf.training.trainer.cpu_has_native_bf16", lambda: native_bf16)
     if native_bf16:  # bf16 autocast on such a CPU trains (and is what --preset default uses there)
         assert _train(tmp_path, tmp_path / "amp", "--amp", "--device", "cpu", "--epochs", "1") == 0
         assert load(tmp_path / "amp" / "best").config.fusion_dim == 32
@@ -332,9 +332,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, data):
 
 def _initial_weights(tmp_path, seed: int) -> dict[str, torch.Tensor]:
     """The model ``clmlf train --seed SEED`` starts from (the trainer seeds torch right before building it)."""
-    from clmlf.data import MVSA_LABELS
-    from clmlf.model import CLMLF
-    from clmlf.train import build_model_config
+    from clmlf.data.datasets import MVSA_LABELS
+    from clmlf.model.model import CLMLF
+    from clmlf.training.trainer import build_model_config
 
     cfg = TrainConfig(preset="mvsa-single", data_root=tmp_path, out=tmp_path, text_encoder="tiny-random-bert",
                       image_encoder="tiny-cnn", fusion_dim=32, fusion_layers=1, image_layers=1, image_size=32,
@@ -373,7 +373,7 @@ def test_two_stages_freeze_the_text_encoder_first_and_never_move_the_image_encod
 def test_resume_around_the_stage_switch_with_a_package_text_encoder(tmp_path, data, monkeypatch, stop_after):
     """A frozen text encoder whose weights come from a package is not stored in resume/; resuming in
     stage 1, right after it (the default MiniLM recipe) or in stage 2 must match the uninterrupted run."""
-    from clmlf import encoders
+    from clmlf.model import encoders
 
     original = encoders._TEXT_ENCODERS["tiny-random-bert"]
 
@@ -411,7 +411,7 @@ def test_progress_bar_shows_loss_and_throughput_and_load_summary_once(tmp_path, 
 
 def test_process_group_backend_has_a_cpu_backend_for_the_metric_reductions():
     """Loss sums and dev predictions are reduced as CPU tensors; NCCL alone cannot carry them."""
-    from clmlf.train import process_group_backend
+    from clmlf.training.trainer import process_group_backend
 
     assert process_group_backend("cpu") == "gloo"
     pairs = dict(pair.split(":") for pair in process_group_backend("cuda").split(","))

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from training_testlib import TINY_MODEL_ARGS, make_mvsa
 
-from clmlf.batches import LengthBucketedOrder
 from clmlf.cli import main
-from clmlf.data import DataFormatError, Sample
-from clmlf.train_data import (
+from clmlf.data.batches import LengthBucketedOrder
+from clmlf.data.datasets import DataFormatError, Sample
+from clmlf.data.train_data import (
     HOLDOUT,
     holdout_split,
     in_holdout,
@@ -173,7 +173,7 @@ def test_default_preset_two_datasets_holdout_translations_top_layers(two_sets, t
 def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two_sets, tmp_path):
     import torch
 
-    from clmlf.checkpoint import load
+    from clmlf.model.checkpoint import load
 
     common = ["--preset", "mvsa-single", "--data-root", str(two_sets), *TINY_MODEL_ARGS, "--batch-size", "16",
               "--lr", "1e-3", "--text-lr", "1e-2", "--stage1-epochs", "1", "--no-lbcl", "--no-dbcl"]
@@ -189,7 +189,7 @@ def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two
 
 
 def test_linear_schedule_is_constant_in_stage_1_then_warms_up_and_decays_to_zero(tmp_path):
-    from clmlf.train import TrainConfig, stage_learning_rate_factor
+    from clmlf.training.trainer import TrainConfig, stage_learning_rate_factor
 
     cfg = TrainConfig(preset="mvsa-single", data_root=tmp_path, out=tmp_path, epochs=3, stage1_epochs=1,
                       lr_schedule="linear", warmup_fraction=0.1)

@@ -11,7 +11,7 @@ from PIL import Image
 from training_testlib import make_mvsa
 
 from clmlf.cli import main
-from clmlf.visualize import attention_grid
+from clmlf.evaluation.visualize import attention_grid
 
 torch.set_num_threads(1)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -65,11 +65,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
-    from clmlf.checkpoint import CheckpointError
-    from clmlf.cpu_threads import configure_threads
-    from clmlf.data import DataFormatError
-    from clmlf.encoders import EncoderError
-    from clmlf.evaluation import classification_metrics, format_report, precision_agreement
+    from clmlf.data.datasets import DataFormatError
+    from clmlf.evaluation.metrics import classification_metrics, format_report, precision_agreement
+    from clmlf.model.checkpoint import CheckpointError
+    from clmlf.model.encoders import EncoderError
+    from clmlf.serving.cpu_threads import configure_threads
 
     configure_threads(args.threads)
     precisions = ("fp32", args.compare_precision) if args.compare_precision else (args.precision,)
@@ -124,16 +124,16 @@ def evaluate_split(
     order on the same posts) to its softmax scores [N, C]; ``predicted`` comes from the first."""
     import logging
 
-    from clmlf.batches import BatchCollator, PostDataset
-    from clmlf.checkpoint import load
-    from clmlf.data import load_split
-    from clmlf.distractors import distractor_images
-    from clmlf.inference import resolve_device
-    from clmlf.precision import resolve_precision
-    from clmlf.train import predict_dataset
+    from clmlf.data.batches import BatchCollator, PostDataset
+    from clmlf.data.datasets import load_split
+    from clmlf.data.distractors import distractor_images
+    from clmlf.model.checkpoint import load
+    from clmlf.serving.inference import resolve_device
+    from clmlf.serving.precision import resolve_precision
+    from clmlf.training.trainer import predict_dataset
 
     if checkpoint is None:
-        from clmlf.default_model import default_checkpoint_dir
+        from clmlf.model.default_model import default_checkpoint_dir
 
         checkpoint = default_checkpoint_dir()
     loaded = load(checkpoint)
@@ -152,7 +152,7 @@ def evaluate_split(
     model = loaded.model.to(target).eval()
     photos = []
     if attach_photos:
-        from clmlf.image_cache import ImageFeatureCache
+        from clmlf.data.image_cache import ImageFeatureCache
 
         photos = list(distractor_images(64, pool="eval", seed=photo_seed, size=loaded.config.resize))
         if loaded.config.freeze_image_encoder:

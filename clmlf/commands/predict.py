@@ -28,9 +28,9 @@ from clmlf.settings import add_precision_arguments, build_config, env_default, e
 if TYPE_CHECKING:
     from torch import Tensor
 
-    from clmlf.image_fetch import ImageFetcher
-    from clmlf.inference import Predictor
-    from clmlf.posts import ImageStatus, Post
+    from clmlf.fetch.image_fetch import ImageFetcher
+    from clmlf.serving.inference import Predictor
+    from contract.posts import ImageStatus, Post
 
 log = logging.getLogger("clmlf.predict")
 
@@ -131,10 +131,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if config.output != "-" and not Path(config.output).resolve().parent.is_dir():
         parser.error(f"--output: directory does not exist: {Path(config.output).parent}")
 
-    from clmlf.checkpoint import CheckpointError
-    from clmlf.cpu_threads import configure_threads
-    from clmlf.image_fetch import FetchConfig, ImageFetcher
-    from clmlf.inference import Predictor
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.model.checkpoint import CheckpointError
+    from clmlf.serving.cpu_threads import configure_threads
+    from clmlf.serving.inference import Predictor
 
     try:
         predictor = Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.batch_size,
@@ -204,8 +204,8 @@ def _label_chunk(
     pool: ThreadPoolExecutor,
     stats: dict[str, int],
 ) -> list[str]:
-    from clmlf.inference import InferenceItem
-    from clmlf.posts import InvalidPost, build_result, parse_post
+    from clmlf.serving.inference import InferenceItem
+    from contract.posts import InvalidPost, build_result, parse_post
 
     out: list[str | None] = [None] * len(lines)
     posts: list[tuple[int, Post]] = []
@@ -245,8 +245,8 @@ def _load_image(
 ) -> tuple[Tensor | None, ImageStatus]:
     """The post's image tensor and its status: used, none (no image given), failed (logged) or
     ignored (``use_images`` False: a text-only model; nothing is fetched or decoded)."""
-    from clmlf.image_fetch import ImageFetchError
-    from clmlf.images import ImageDecodeError
+    from clmlf.fetch.decode import ImageDecodeError
+    from clmlf.fetch.image_fetch import ImageFetchError
 
     if not post.has_image_source:
         return None, "none"

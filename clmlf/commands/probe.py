@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     setup_logging(args.log_level)
-    from clmlf.probe import ProbeError
+    from clmlf.data.probe import ProbeError
 
     try:
         if args.action == "build":
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clmlf.probe import ProbeConfig, build_probe
+    from clmlf.data.probe import ProbeConfig, build_probe
 
     config = ProbeConfig(out=Path(args.out), size=args.size, seed=args.seed,
                          font=Path(args.font) if args.font else None)
@@ -97,23 +97,23 @@ def _analyse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--batch-size must be >= 1")
     import torch
 
-    from clmlf.checkpoint import CheckpointError, load
-    from clmlf.data import DataFormatError
-    from clmlf.encoders import EncoderError
-    from clmlf.inference import resolve_device
-    from clmlf.probe_analysis import (
+    from clmlf.data.datasets import DataFormatError
+    from clmlf.evaluation.probe_analysis import (
         disagreement_table,
         face_attention_share,
         format_attention,
         format_disagreement,
     )
+    from clmlf.model.checkpoint import CheckpointError, load
+    from clmlf.model.encoders import EncoderError
+    from clmlf.serving.inference import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         path = args.checkpoint
         if path is None:
-            from clmlf.default_model import default_checkpoint_dir
+            from clmlf.model.default_model import default_checkpoint_dir
 
             path = default_checkpoint_dir()
         loaded = load(path)

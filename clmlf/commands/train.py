@@ -141,7 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from clmlf.train import TrainConfig
+    from clmlf.training.trainer import TrainConfig
 
     setup_logging(args.log_level)
     if not args.data_root:
@@ -177,9 +177,9 @@ def run_training(config, parser: argparse.ArgumentParser) -> int:
     import logging
     import os
 
-    from clmlf.data import DataFormatError
-    from clmlf.encoders import EncoderError
-    from clmlf.train import train
+    from clmlf.data.datasets import DataFormatError
+    from clmlf.model.encoders import EncoderError
+    from clmlf.training.trainer import train
 
     try:
         result = train(config)

@@ -71,10 +71,10 @@ def _checkpoint_arg(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     setup_logging(args.log_level)
-    from clmlf.checkpoint import CheckpointError
-    from clmlf.data import DataFormatError
-    from clmlf.encoders import EncoderError
-    from clmlf.images import ImageDecodeError
+    from clmlf.data.datasets import DataFormatError
+    from clmlf.fetch.decode import ImageDecodeError
+    from clmlf.model.checkpoint import CheckpointError
+    from clmlf.model.encoders import EncoderError
 
     handlers = {"attention": _attention, "clusters": _clusters, "curves": _curves}
     try:
@@ -86,12 +86,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from clmlf.checkpoint import load
-    from clmlf.inference import resolve_device
+    from clmlf.model.checkpoint import load
+    from clmlf.serving.inference import resolve_device
 
     path = args.checkpoint
     if path is None:
-        from clmlf.default_model import default_checkpoint_dir
+        from clmlf.model.default_model import default_checkpoint_dir
 
         path = default_checkpoint_dir()
     loaded = load(path)
@@ -105,7 +105,7 @@ def _attention(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
     import torch
 
-    from clmlf.visualize import attention_grid, plot_attention
+    from clmlf.evaluation.visualize import attention_grid, plot_attention
 
     if args.max_tokens < 1:
         parser.error("--max-tokens must be >= 1")
@@ -151,10 +151,10 @@ def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
     import numpy as np
 
-    from clmlf.batches import BatchCollator, PostDataset
-    from clmlf.data import load_split
-    from clmlf.train import predict_dataset
-    from clmlf.visualize import plot_clusters, tsne_2d
+    from clmlf.data.batches import BatchCollator, PostDataset
+    from clmlf.data.datasets import load_split
+    from clmlf.evaluation.visualize import plot_clusters, tsne_2d
+    from clmlf.training.trainer import predict_dataset
 
     if not args.data_root:
         parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
@@ -179,7 +179,7 @@ def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
 def _curves(args: argparse.Namespace, parser: argparse.ArgumentParser):
     from pathlib import Path
 
-    from clmlf.visualize import plot_curves, read_metrics
+    from clmlf.evaluation.visualize import plot_curves, read_metrics
 
     records = read_metrics(args.run)
     return plot_curves(records, args.out, title=f"{Path(args.run).resolve().name}: {len(records)} epochs")

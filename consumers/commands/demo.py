@@ -51,22 +51,16 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def load_demo_predictor(checkpoint: str | None, workdir: Path, max_batch: int) -> Any:
-    """The requested or embedded model; a tiny random one (loudly) when no default is installed."""
-    from clmlf.inference import Predictor
+def load_demo_predictor(checkpoint: str | None, max_batch: int) -> Any:
+    """The requested or embedded model; without an installed default, a one-line error naming --checkpoint."""
+    from clmlf.serving.inference import Predictor
 
     try:
         return Predictor.from_checkpoint(checkpoint, device="auto", batch_size=max_batch)
     except ValueError as exc:
         if checkpoint is not None:
             raise
-        from clmlf.tiny import build_tiny_checkpoint
-
-        banner = "!" * 78
-        _say(f"{banner}\n[demo] WARNING: {exc}\n[demo] WARNING: falling back to a TINY RANDOM model: "
-             f"labels below are meaningless.\n[demo] {banner}")
-        return Predictor.from_checkpoint(build_tiny_checkpoint(workdir / "tiny"), device="auto",
-                                         batch_size=max_batch)
+        raise SystemExit(f"[demo] {exc}; pass --checkpoint DIR (a checkpoint written by 'clmlf train')") from exc
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -108,7 +102,7 @@ def _demo(args: argparse.Namespace, duration: float, workdir: Path) -> int:
             _say(f"feed: {stats.posts} posts ({stats.inline_images} inline images, {stats.url_images} by URL) "
                  f"+ {stats.malformed} malformed records")
             _say("loading the model ...")
-            predictor = load_demo_predictor(args.checkpoint, workdir, args.max_batch)
+            predictor = load_demo_predictor(args.checkpoint, args.max_batch)
             _say(f"model {predictor.model_name} on {predictor.device}")
             port = args.metrics_port or free_port()
             return _run_pipeline(args, broker, redis_, topic, values, stats, predictor, port, duration)

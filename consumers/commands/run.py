@@ -56,7 +56,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-    from clmlf.cpu_threads import configure_threads
+    from clmlf.serving.cpu_threads import configure_threads
     from consumers.assembly import assemble
 
     log.info("starting: %s", config.describe())

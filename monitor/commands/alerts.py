@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     config = settings_from_args(parser, AlertsConfig, args)
     import redis
 
-    from clmlf.posts import iso_utc
+    from contract.posts import iso_utc
     from monitor.alerts import AlertEngine, alerts_json, list_alerts
     from monitor.redis_client import RedisUnavailable, open_store
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from clmlf.posts import MAX_TOPIC_CHARS, canonical_topic
+from contract.posts import MAX_TOPIC_CHARS, canonical_topic
 from monitor.settings import (
     Duration,
     RedisOptions,
@@ -43,7 +43,7 @@ class QueryConfig(RedisOptions, RetentionOptions):
     @field_validator("topic")
     @classmethod
     def _canonical(cls, value: str | None) -> str | None:
-        """The name as the consumers stored it (NFC, stripped: clmlf.posts.canonical_topic)."""
+        """The name as the consumers stored it (NFC, stripped: contract.posts.canonical_topic)."""
         return None if value is None else canonical_topic(value)
 
     @model_validator(mode="after")

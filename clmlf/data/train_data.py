@@ -24,7 +24,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from clmlf.data import DataFormatError, Sample, load_split
+from clmlf.data.datasets import DataFormatError, Sample, load_split
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@
 
 * Stage 1 (``stage1_epochs``): the text encoder is frozen (the release's learning
   rate 0): eval mode, no gradients, and its token states are memoised
-  (:mod:`clmlf.text_cache`) so only the first epoch pays for it. Stage 2 unfreezes
+  (:mod:`clmlf.data.text_cache`) so only the first epoch pays for it. Stage 2 unfreezes
   it at ``text_lr``. The image encoder is always frozen and in eval mode.
 * Each epoch: dev accuracy / weighted F1 / macro F1, one JSON line in
   ``metrics.jsonl``, ``last/`` saved, ``best/`` when the selection metric improved.
@@ -34,7 +34,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
-from clmlf.presets import get_preset
+from clmlf.training.presets import get_preset
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class TrainingObjective(nn.Module):
         self.log_prior = log_prior  # training label prior, for logit adjustment
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        from clmlf.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
+        from clmlf.model.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
 
         cfg = self.cfg
         labels = batch["labels"]
@@ -232,16 +232,16 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 def training_device(name: str) -> torch.device:
     """``auto``/``cpu``/``cuda`` -> the device of this process (``cuda:LOCAL_RANK`` under torchrun)."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return torch.device("cuda", local)
+    from clmlf.serving.inference import resolve_device
+
+    device = resolve_device(name)
+    if device.type == "cpu":
+        return device
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
-    from clmlf.config import ModelConfig
+    from clmlf.model.config import ModelConfig
 
     return ModelConfig(
         text_encoder=cfg.text_encoder,
@@ -269,7 +269,7 @@ def _unfreeze_text(model: nn.Module, top_layers: int | None = None) -> None:
     """Make the text encoder trainable: all of it, or (``top_layers``) only its top N transformer layers.
 
     With ``top_layers`` the embeddings and the lower layers keep their package weights, so a
-    checkpoint stores only the trained layers (:mod:`clmlf.checkpoint`).
+    checkpoint stores only the trained layers (:mod:`clmlf.model.checkpoint`).
     """
     encoder = model.text_encoder
     encoder.frozen = False
@@ -516,17 +516,18 @@ def train(cfg: TrainConfig) -> TrainResult:
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from clmlf.augment import identity_augment, train_image_augment
-    from clmlf.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
-    from clmlf.calibration import log_prior
-    from clmlf.checkpoint import save_checkpoint
-    from clmlf.distractors import distractor_images
-    from clmlf.evaluation import classification_metrics
-    from clmlf.model import CLMLF
-    from clmlf.preprocess import Preprocessor
-    from clmlf.train_data import training_data
+    from clmlf.data.augment import identity_augment, train_image_augment
+    from clmlf.data.batches import BatchCollator, EpochOrder, LengthBucketedOrder, PostDataset
+    from clmlf.data.distractors import distractor_images
+    from clmlf.data.train_data import training_data
+    from clmlf.evaluation.calibration import log_prior
+    from clmlf.evaluation.metrics import classification_metrics
+    from clmlf.model.checkpoint import save_checkpoint
+    from clmlf.model.encoders import hub_offline
+    from clmlf.model.model import CLMLF
+    from clmlf.model.preprocess import Preprocessor
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hub_offline()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = training_device(cfg.device)
@@ -588,7 +589,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     step_fn: nn.Module | None = None
 
     if cfg.distractor_rate > 0 or cfg.cache_images:
-        from clmlf.image_cache import ImageFeatureCache
+        from clmlf.data.image_cache import ImageFeatureCache
 
         recurring = len(train_samples) + len(data.eval_samples()) if cfg.cache_images else 0
         ImageFeatureCache(max_entries=cfg.distractor_pool + recurring).install(model.image_encoder)
@@ -728,10 +729,10 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 def _calibrate_best(out: Path, cfg: TrainConfig, data, eval_sets: dict, device: torch.device, amp: bool) -> None:
     """Choose the post-hoc prior shift on the held-out slice, fold it into ``best/`` and re-score every report."""
-    from clmlf.batches import BatchCollator
-    from clmlf.calibration import choose_prior_shift, fold_prior_shift, log_prior
-    from clmlf.checkpoint import load, save_checkpoint
-    from clmlf.evaluation import classification_metrics
+    from clmlf.data.batches import BatchCollator
+    from clmlf.evaluation.calibration import choose_prior_shift, fold_prior_shift, log_prior
+    from clmlf.evaluation.metrics import classification_metrics
+    from clmlf.model.checkpoint import load, save_checkpoint
 
     loaded = load(out / "best", device)
     collate = BatchCollator(loaded.preprocessor)
@@ -791,7 +792,7 @@ def _wrap_for_training(objective: nn.Module, cfg: TrainConfig, dist_info: _Dist,
 
 def _prefilled_cache(cfg: TrainConfig, model: nn.Module, pre, train_samples, dev_samples, dist_info: _Dist):
     """A text-state cache holding every text the run will encode (read from / written to ``text_cache_file``)."""
-    from clmlf.text_cache import TextStateCache
+    from clmlf.data.text_cache import TextStateCache
 
     cache = TextStateCache()
     if cfg.text_cache_file is not None and Path(cfg.text_cache_file).is_file():

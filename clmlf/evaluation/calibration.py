@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clmlf.evaluation import classification_metrics
+from clmlf.evaluation.metrics import classification_metrics
 
 TAUS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 

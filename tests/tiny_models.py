@@ -1,6 +1,6 @@
 """A tiny random CLMLF checkpoint (tiny-random-bert + tiny-cnn, d=32) for tests of every layer.
 
-It is a real checkpoint directory written by :func:`clmlf.checkpoint.save_checkpoint`,
+A test fixture. It is a real checkpoint directory written by :func:`clmlf.model.checkpoint.save_checkpoint`,
 so code under test loads it exactly like a trained model. Same seed, same weights.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from clmlf.config import DEFAULT_LABELS, ModelConfig
+from clmlf.model.config import DEFAULT_LABELS, ModelConfig
 
 TINY_IMAGE_SIZE = 64
 TINY_RESIZE = 72
@@ -37,7 +37,7 @@ def tiny_config(labels: Sequence[str] = DEFAULT_LABELS, trained_with_images: boo
 
 def build_tiny_model(labels: Sequence[str] = DEFAULT_LABELS, seed: int = 0, trained_with_images: bool = True):
     """An in-memory tiny CLMLF (eval mode), deterministic from ``seed``; the global RNG is left untouched."""
-    from clmlf.model import CLMLF
+    from clmlf.model.model import CLMLF
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -49,7 +49,7 @@ def build_tiny_checkpoint(
     out_dir: str | Path, labels: Sequence[str] = DEFAULT_LABELS, seed: int = 0, trained_with_images: bool = True
 ) -> Path:
     """Write a tiny random checkpoint to ``out_dir`` and return its path."""
-    from clmlf.checkpoint import save_checkpoint
+    from clmlf.model.checkpoint import save_checkpoint
 
     model = build_tiny_model(labels, seed, trained_with_images)
     return save_checkpoint(

@@ -3,7 +3,7 @@
 Training images get a random horizontal flip and RandAugment(2 ops, magnitude 14
 of 30) on BOTH the original and the augmented (DBCL) view; evaluation images get
 neither. The text view of the augmented sample is the back-translation, which the
-loader puts in :attr:`clmlf.data.Sample.translation`.
+loader puts in :attr:`clmlf.data.datasets.Sample.translation`.
 
 RandAugment is torchvision's (``num_magnitude_bins=31`` so magnitude 14 means
 "14 of 30"). Its op list differs from the release's: it has Identity and lacks

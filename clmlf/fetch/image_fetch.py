@@ -12,7 +12,7 @@ metric label). Guarantees, per :meth:`ImageFetcher.fetch` call:
 
 * only http(s) URLs whose host is (and resolves only to) public addresses are
   contacted, and the connection goes to the address that was checked
-  (:mod:`clmlf.net_guard`, :mod:`clmlf.pinned_transport`); every redirect hop is
+  (:mod:`clmlf.fetch.net_guard`, :mod:`clmlf.fetch.pinned_transport`); every redirect hop is
   checked the same way, at most ``max_redirects`` hops;
 * the call returns within ``total_timeout`` (plus scheduling noise), retries and
   backoff sleeps included; a retry is only started when the budget still allows it;
@@ -38,9 +38,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from clmlf.net_guard import AddressPolicy, BadURL, BlockedAddress, check_host, check_url
-from clmlf.pinned_transport import Deadline, GuardedBackend, GuardedTransport, Resolver, system_resolver
-from clmlf.posts import Post
+from clmlf.fetch.net_guard import AddressPolicy, BadURL, BlockedAddress, check_host, check_url
+from clmlf.fetch.pinned_transport import Deadline, GuardedBackend, GuardedTransport, Resolver, system_resolver
+from contract.posts import Post
 
 log = logging.getLogger(__name__)
 

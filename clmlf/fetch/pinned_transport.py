@@ -2,7 +2,7 @@
 
 :class:`GuardedBackend` is an httpcore network backend. For every new TCP
 connection it resolves the host once (bounded by the connect timeout), refuses
-the connection if ANY resolved address fails the :class:`~clmlf.net_guard.AddressPolicy`,
+the connection if ANY resolved address fails the :class:`~clmlf.fetch.net_guard.AddressPolicy`,
 and connects to the vetted address itself. The HTTP layer above still uses the
 original host name for the ``Host`` header, TLS SNI and certificate checks, so
 nothing changes for the server, but no second DNS lookup ever happens (no DNS
@@ -29,7 +29,7 @@ from typing import Any
 import httpcore
 import httpx
 
-from clmlf.net_guard import AddressPolicy, BlockedAddress, IPAddress
+from clmlf.fetch.net_guard import AddressPolicy, BlockedAddress, IPAddress
 
 Resolver = Callable[[str, int], list[str]]
 

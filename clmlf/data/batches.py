@@ -1,6 +1,6 @@
 """Samples -> model batches, reproducibly.
 
-* :class:`PostDataset` turns one :class:`clmlf.data.Sample` into the tensors of its
+* :class:`PostDataset` turns one :class:`clmlf.data.datasets.Sample` into the tensors of its
   original view and (for DBCL) its augmented view. Every random choice of a
   sample (flip, RandAugment ops, whether and which distractor photo is attached)
   is drawn from a generator seeded by ``(seed, epoch, index)``, so a batch is the
@@ -21,9 +21,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
-from clmlf.augment import ImageAugment, identity_augment
-from clmlf.data import Sample, load_image
-from clmlf.preprocess import Preprocessor
+from clmlf.data.augment import ImageAugment, identity_augment
+from clmlf.data.datasets import Sample, load_image
+from clmlf.model.preprocess import Preprocessor
 
 _MIX = 1_000_003
 
@@ -54,7 +54,7 @@ class PostDataset(Dataset):
     them with probability ``distractor_rate`` (training only), teaching the model to
     ignore photos that say nothing about the text's sentiment. Distractors are not
     augmented (both views get the same tensor), so their image features can be
-    memoised (:mod:`clmlf.image_cache`).
+    memoised (:mod:`clmlf.data.image_cache`).
     """
 
     def __init__(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from clmlf.config import ModelConfig
+from clmlf.model.config import ModelConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -130,7 +130,8 @@ class TextEncoder(_Freezable):
         return out.last_hidden_state
 
 
-def _offline() -> None:
+def hub_offline() -> None:
+    """The one place that keeps Hugging Face libraries off the network (all weights are local or embedded)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -179,7 +180,7 @@ def _load_tokenizer(source: str | Path) -> PreTrainedTokenizerBase:
 
 @register_text_encoder("minilm")
 def _minilm(config: ModelConfig) -> TextEncoder:
-    _offline()
+    hub_offline()
     path = minilm_dir()
     return TextEncoder(_load_hf_backbone(path), _load_tokenizer(path), builtin_weights=True)
 
@@ -188,7 +189,7 @@ def _minilm(config: ModelConfig) -> TextEncoder:
 def _tiny_random_bert(config: ModelConfig) -> TextEncoder:
     from transformers import BertConfig, BertModel
 
-    _offline()
+    hub_offline()
     tokenizer = _load_tokenizer(minilm_dir())  # the uncased WordPiece vocabulary of MiniLM, no weights
     bert_config = BertConfig(
         vocab_size=len(tokenizer),
@@ -203,7 +204,7 @@ def _tiny_random_bert(config: ModelConfig) -> TextEncoder:
 
 def _hf_text_encoder(config: ModelConfig) -> TextEncoder:
     """Any other name: a local directory or a model already in the user's HF cache (never downloaded)."""
-    _offline()
+    hub_offline()
     source = config.text_encoder
     try:
         return TextEncoder(_load_hf_backbone(source), _load_tokenizer(source), builtin_weights=False)

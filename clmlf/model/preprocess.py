@@ -3,7 +3,7 @@
 The image path is split into steps so training can insert its augmentations
 (random flip, RandAugment) between decoding and the tensor::
 
-    img = decode_image(data, resize)            # clmlf.images: safe decode, EXIF, draft mode
+    img = decode_image(data, resize)            # clmlf.fetch.decode: safe decode, EXIF, draft mode
     img = pre.resize_and_crop(img)              # shorter side -> resize, center crop image_size
     ...training augmentations on the PIL image...
     tensor = pre.to_tensor(img)                 # [3, S, S] float32, ImageNet-normalised
@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from clmlf.config import ModelConfig
-from clmlf.images import DEFAULT_MAX_PIXELS, decode_image, decoded_pixels, resize_and_center_crop
+from clmlf.fetch.decode import DEFAULT_MAX_PIXELS, decode_image, decoded_pixels, resize_and_center_crop
+from clmlf.model.config import ModelConfig
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -87,7 +87,7 @@ class Preprocessor:
         return self.to_tensor(self.resize_and_crop(image))
 
     def decode(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-        """Untrusted bytes -> RGB PIL image (raises ``clmlf.images.ImageDecodeError``); images
+        """Untrusted bytes -> RGB PIL image (raises ``clmlf.fetch.decode.ImageDecodeError``); images
         declaring more than ``max_pixels`` are refused before decoding."""
         return decode_image(data, self.config.resize, max_pixels=max_pixels)
 

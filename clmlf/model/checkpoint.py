@@ -42,9 +42,9 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from clmlf.config import ModelConfig
-from clmlf.model import CLMLF
-from clmlf.preprocess import Preprocessor
+from clmlf.model.config import ModelConfig
+from clmlf.model.model import CLMLF
+from clmlf.model.preprocess import Preprocessor
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -102,7 +102,7 @@ def encoder_digest(encoder: nn.Module) -> str:
 
 def _pristine_encoder(group: str, config: ModelConfig) -> nn.Module:
     """A freshly built package encoder of ``group`` (the weights every fine-tune started from)."""
-    from clmlf.encoders import create_image_encoder, create_text_encoder
+    from clmlf.model.encoders import create_image_encoder, create_text_encoder
 
     return create_text_encoder(config) if group == "text_encoder" else create_image_encoder(config)
 
@@ -339,7 +339,7 @@ def _check_vocabulary_fits(path: Path, tokenizer: Any, model: CLMLF) -> None:
 
 
 def _build_model(path: Path, config: ModelConfig, layout: dict[str, EncoderStorage], tokenizer: Any) -> CLMLF:
-    from clmlf.encoders import (
+    from clmlf.model.encoders import (
         EncoderError,
         create_image_encoder,
         create_text_encoder,
@@ -413,12 +413,12 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
 
     Raises :class:`CheckpointError` with one line.
     """
-    import os
-
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from clmlf.model.encoders import hub_offline
+
+    hub_offline()
     path = resolve_checkpoint_dir(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: checkpoint directory not found")

@@ -7,7 +7,7 @@ each distinct sequence's last hidden state (real tokens only) in float16 and
 returns float32; values are always read back through the float16 copy, so a run
 with the cache is deterministic and resumable on its own terms.
 
-:class:`TextStateCache` is installed on a :class:`clmlf.encoders.TextEncoder`
+:class:`TextStateCache` is installed on a :class:`clmlf.model.encoders.TextEncoder`
 instance by overriding its ``forward`` (the module, its parameters and its
 state dict stay untouched, so checkpoints are unaffected) and removed with
 :meth:`TextStateCache.uninstall` before the encoder is trained.
@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from clmlf.frozen_memo import FrozenForwardMemo
+from clmlf.data.frozen_memo import FrozenForwardMemo
 
 
 class TextStateCache(FrozenForwardMemo):

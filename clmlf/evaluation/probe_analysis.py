@@ -3,7 +3,7 @@
 * :func:`face_attention_share`: for every post of a split, the attention of its
   text tokens (last fusion layer, as ``clmlf visualize attention`` draws it) over
   the image patches, renormalised over the patches exactly like the figure
-  (:func:`clmlf.visualize.attention_grid`), and the share of it on the patches
+  (:func:`clmlf.evaluation.visualize.attention_grid`), and the share of it on the patches
   that overlap the face (``probe_faces.json`` box mapped through resize + center
   crop). A model that ignores where the face is puts ``k / 49`` there when the
   face covers ``k`` of the 49 patches: that is the uniform share it is compared to.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clmlf.probe import LABELS, face_patches, read_faces
+from clmlf.data.probe import LABELS, face_patches, read_faces
 
 SENTIMENT_TEXTS: dict[int, tuple[str, ...]] = {
     0: ("what a wonderful day, I love it", "so happy right now", "best news ever, amazing",
@@ -38,7 +38,7 @@ def _batches(n: int, size: int):
 
 
 def _model_inputs(loaded, samples, texts: Sequence[str], device: torch.device):
-    from clmlf.data import load_image
+    from clmlf.data.datasets import load_image
 
     pre = loaded.preprocessor
     images = []
@@ -53,7 +53,7 @@ def _model_inputs(loaded, samples, texts: Sequence[str], device: torch.device):
 def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, batch_size: int = 32,
                          device: torch.device | None = None) -> dict:
     """Mean share of text-token -> patch attention on the face patches vs the uniform share ``k / 49``."""
-    from clmlf.data import load_split
+    from clmlf.data.datasets import load_split
 
     device = device or torch.device("cpu")
     faces = read_faces(data_root)
@@ -137,7 +137,7 @@ def _face_share(weights: torch.Tensor, tokens: list[int], n_text: int, face: tor
 def disagreement_table(loaded, data_root: str | Path, split: str = "dev", *, batch_size: int = 32,
                        device: torch.device | None = None) -> list[dict]:
     """Per (text class, face class): n, and the shares of predictions that follow the face / the text / neither."""
-    from clmlf.data import load_split
+    from clmlf.data.datasets import load_split
 
     device = device or torch.device("cpu")
     data = load_split(data_root, "probe", split)
@@ -145,7 +145,7 @@ def disagreement_table(loaded, data_root: str | Path, split: str = "dev", *, bat
     model = loaded.model.to(device).eval()
     cache = None
     if not any(p.requires_grad for p in model.image_encoder.parameters()):  # every picture is seen once per text
-        from clmlf.image_cache import ImageFeatureCache
+        from clmlf.data.image_cache import ImageFeatureCache
 
         cache = ImageFeatureCache(max_entries=len(samples))
         cache.install(model.image_encoder)

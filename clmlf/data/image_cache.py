@@ -5,7 +5,7 @@ and are not augmented, so the frozen image encoder (eval mode, no gradients)
 would compute the same feature map for each of them over and over. The cache
 keys each pixel tensor by a BLAKE2b digest of its bytes and keeps its feature
 map in float16 (rows it has not seen are computed in one batch). Like
-:class:`clmlf.text_cache.TextStateCache` it is installed by overriding the
+:class:`clmlf.data.text_cache.TextStateCache` it is installed by overriding the
 encoder instance's ``forward``; parameters and state dict are untouched.
 """
 
@@ -16,7 +16,7 @@ import hashlib
 import torch
 from torch import Tensor
 
-from clmlf.frozen_memo import FrozenForwardMemo
+from clmlf.data.frozen_memo import FrozenForwardMemo
 
 
 class ImageFeatureCache(FrozenForwardMemo):

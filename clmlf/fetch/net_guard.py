@@ -8,7 +8,7 @@ Two layers, both driven by one :class:`AddressPolicy`:
    ``2130706433``, hex ``0x7f000001`` / ``0x7f.0.0.1``, octal ``0177.0.0.1``, short
    ``127.1``, IPv6 ``[::1]``, ``[::ffff:127.0.0.1]``...) or ``localhost`` names,
    when the address is not allowed.
-2. The connection layer (:mod:`clmlf.pinned_transport`) resolves every other host
+2. The connection layer (:mod:`clmlf.fetch.pinned_transport`) resolves every other host
    once, refuses the connection if ANY resolved address is not allowed, and dials
    the vetted address itself, so a second DNS answer (rebinding) is never used.
 

@@ -1,4 +1,4 @@
-"""Where the embedded default model lives: the package folder ``clmlf/default_model_files/``.
+"""Where the embedded default model lives: the package folder ``clmlf/model/default_model_files/``.
 
 The training engineer writes the trained artifact there; this module only
 resolves it and explains what to do when it is absent.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clmlf.checkpoint import CONFIG_FILE, CheckpointError
+from clmlf.model.checkpoint import CONFIG_FILE, CheckpointError
 
 DEFAULT_MODEL_DIRNAME = "default_model_files"
 

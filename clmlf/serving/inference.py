@@ -3,9 +3,9 @@
     predictor = Predictor.from_checkpoint("runs/mvsa", device="auto")
     predictions = predictor.predict([InferenceItem("great phone!", image=tensor), ...])
 
-The number format comes from a :class:`~clmlf.precision.PrecisionPlan` resolved once
+The number format comes from a :class:`~clmlf.serving.precision.PrecisionPlan` resolved once
 when the predictor is built (``precision="auto"``: bf16 autocast on CUDA and on CPUs
-with native bf16, else float32; see :mod:`clmlf.precision`). On CPU denormal floats
+with native bf16, else float32; see :mod:`clmlf.serving.precision`). On CPU denormal floats
 are flushed to zero (process-wide ``torch.set_flush_denormal``). Items are sorted by
 text length internally (each batch is padded to its longest text only) and returned
 in the caller's order.
@@ -21,8 +21,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from clmlf.checkpoint import LoadedModel, load
-from clmlf.precision import CpuFeatures, PrecisionPlan, probe_cpu, resolve_precision
+from clmlf.model.checkpoint import LoadedModel, load
+from clmlf.serving.precision import CpuFeatures, PrecisionPlan, probe_cpu, resolve_precision
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 
@@ -56,7 +56,7 @@ class Predictor:
 
     def __init__(self, loaded: LoadedModel, device: str = "auto", batch_size: int = 32,
                  precision: str | PrecisionPlan = "auto", cpu: CpuFeatures | Callable[[], CpuFeatures] = probe_cpu):
-        """``precision``: a mode name resolved here (see :mod:`clmlf.precision`), or a ready plan."""
+        """``precision``: a mode name resolved here (see :mod:`clmlf.serving.precision`), or a ready plan."""
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.device = resolve_device(device)
@@ -76,9 +76,9 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int = 32,
                         precision: str | PrecisionPlan = "auto") -> Predictor:
-        """Load ``path``; ``None`` loads the embedded default model (clmlf/default_model_files)."""
+        """Load ``path``; ``None`` loads the embedded default model (clmlf/model/default_model_files)."""
         if path is None:
-            from clmlf.default_model import default_checkpoint_dir
+            from clmlf.model.default_model import default_checkpoint_dir
 
             path = default_checkpoint_dir()
         return cls(load(path, device="cpu"), device=device, batch_size=batch_size, precision=precision)

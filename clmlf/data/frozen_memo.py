@@ -15,7 +15,7 @@ from torch import nn
 
 
 class FrozenForwardMemo:
-    """Base of :class:`clmlf.text_cache.TextStateCache` and :class:`clmlf.image_cache.ImageFeatureCache`."""
+    """Base of :class:`clmlf.data.text_cache.TextStateCache` and :class:`clmlf.data.image_cache.ImageFeatureCache`."""
 
     kind = "encoder"  # named in the error for an encoder that is not frozen
 

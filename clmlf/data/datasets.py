@@ -23,7 +23,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clmlf.images import ImageDecodeError, decode_image
+from clmlf.fetch.decode import ImageDecodeError, decode_image
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ DATASETS: dict[str, DatasetSpec] = {
         kind="tombert",
         image_dir="twitter2017_images",
     ),
-    # Written by `clmlf probe build --out DIR` straight into DIR (clmlf/probe.py); test = held-out glyphs.
+    # Written by `clmlf probe build --out DIR` straight into DIR (clmlf/data/probe.py); test = held-out glyphs.
     "probe": DatasetSpec(
         name="probe",
         folder=".",

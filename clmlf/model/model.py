@@ -14,7 +14,7 @@ no image at all skips the image encoder and fuses the text tokens alone. A model
 whose config says ``trained_with_images: false`` treats every post as imageless:
 its image path never learned anything, so no image may change its output. The two
 projection heads ``proj_original`` / ``proj_augmented`` feed the contrastive
-losses (:mod:`clmlf.losses`); they are not used for classification.
+losses (:mod:`clmlf.model.losses`); they are not used for classification.
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from clmlf.config import ModelConfig
-from clmlf.encoders import EncoderError, ImageEncoder, TextEncoder, create_image_encoder, create_text_encoder
+from clmlf.model.config import ModelConfig
+from clmlf.model.encoders import (
+    EncoderError,
+    ImageEncoder,
+    TextEncoder,
+    create_image_encoder,
+    create_text_encoder,
+)
 
 
 @dataclass

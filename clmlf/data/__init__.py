@@ -1,0 +1,1 @@
+"""Training and probe data: datasets in the release layout, batches, augmentation, label-free photos, encoder caches."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics and report, calibration, figures, probe analysis."""

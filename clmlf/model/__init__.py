@@ -1,0 +1,1 @@
+"""The CLMLF model: configuration, encoder registry, network, losses, input preprocessing, checkpoints, embedded default."""

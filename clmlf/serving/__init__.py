@@ -1,0 +1,1 @@
+"""Serving a model: the predictor, precision plans, CPU thread sizing."""

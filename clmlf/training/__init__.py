@@ -1,0 +1,1 @@
+"""Training: published recipes (presets) and the trainer (two stages, DDP, AMP, resume)."""
