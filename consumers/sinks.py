@@ -32,6 +32,7 @@ from tenacity import Retrying, retry_if_exception, stop_when_event_set, wait_exp
 from consumers.metrics import PipelineMetrics
 from consumers.work import DeadLetter, Done, WorkItem
 from contract.posts import ResultRecord, build_result
+from monitor.store import WriteReport
 
 log = logging.getLogger(__name__)
 Retryable = Callable[[BaseException], bool]
@@ -128,7 +129,6 @@ class SinkWriter(threading.Thread):
         self._clock = clock
         self._stop_event = threading.Event()
         self.abort = threading.Event()
-        self.busy = False
         self.error: BaseException | None = None
 
     def stop(self, abort: bool = False) -> None:
@@ -144,14 +144,11 @@ class SinkWriter(threading.Thread):
                     items, predictions = self._batches.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                self.busy = True
                 try:
                     self.write(items, predictions)
                 except SinkAborted:
                     log.warning("shutdown before %d results were stored; they stay uncommitted", len(items))
                     return
-                finally:
-                    self.busy = False
         except BaseException as exc:
             self.error = exc
             log.exception("sink writer died")
@@ -202,11 +199,11 @@ class SinkWriter(threading.Thread):
             self._publish_all([result for _, _, result in ready])
         self._report(ready, report)
 
-    def _report(self, ready: list[tuple[WorkItem, Any, ResultRecord]], report: Any) -> None:
+    def _report(self, ready: list[tuple[WorkItem, Any, ResultRecord]], report: WriteReport) -> None:
         stored = self._clock()
         m = self._metrics
         try:
-            for kind, count in getattr(report, "out_of_window", {}).items():
+            for kind, count in report.out_of_window.items():
                 m.out_of_window.labels(kind=kind).inc(count)
             for item, pred, result in ready:
                 m.count_processed(pred.label, result.topics)

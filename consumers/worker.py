@@ -39,7 +39,6 @@ class ModelWorker(threading.Thread):
         self._tick = idle_tick
         self.batcher: MicroBatcher[WorkItem] = MicroBatcher(max_batch, max_wait, lambda it: it.text_length)
         self._stop_event = threading.Event()
-        self.busy = False
         self.error: BaseException | None = None
 
     def stop(self) -> None:
@@ -77,21 +76,17 @@ class ModelWorker(threading.Thread):
         batch = [item for item in batch if not item.lease.revoked]
         if not batch:
             return
-        self.busy = True
+        started = time.perf_counter()
         try:
-            started = time.perf_counter()
-            try:
-                predictions = list(self._predict(batch))
-                if len(predictions) != len(batch):
-                    raise RuntimeError(f"predictor returned {len(predictions)} results for {len(batch)} posts")
-            except Exception:
-                log.exception("inference failed on a batch of %d; retrying one by one", len(batch))
-                self._one_by_one(batch)
-                return
-            self._observe(len(batch), time.perf_counter() - started)
-            self._out.put((batch, predictions))
-        finally:
-            self.busy = False
+            predictions = list(self._predict(batch))
+            if len(predictions) != len(batch):
+                raise RuntimeError(f"predictor returned {len(predictions)} results for {len(batch)} posts")
+        except Exception:
+            log.exception("inference failed on a batch of %d; retrying one by one", len(batch))
+            self._one_by_one(batch)
+            return
+        self._observe(len(batch), time.perf_counter() - started)
+        self._out.put((batch, predictions))
 
     def _one_by_one(self, batch: list[WorkItem]) -> None:
         for item in batch:

@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from typing import Any
@@ -44,14 +44,14 @@ DEFAULT_RECENT_PER_TOPIC = 100
 MAX_POSTS_PER_SCRIPT = 500  # larger batches go as several scripts in one pipeline
 MAX_KEYS_PER_SCRIPT = 5000  # bounds how long one read script holds Redis (a few ms)
 
-class WriteReport(list[bool]):
-    """``record``'s return value: one bool per result (True = newly counted) plus
+@dataclass
+class WriteReport:
+    """``record``'s return value: ``counted``, one bool per result (True = newly counted), and
     ``out_of_window``, how many of the newly stored posts were ``future`` / ``expired``
     (stored as results but not counted in buckets; feed ``clmlf_out_of_window_events_total``)."""
 
-    def __init__(self, flags: Iterable[bool] = (), out_of_window: Counter[str] | None = None):
-        super().__init__(flags)
-        self.out_of_window: Counter[str] = out_of_window if out_of_window is not None else Counter()
+    counted: list[bool] = field(default_factory=list)
+    out_of_window: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -103,8 +103,8 @@ class SentimentStore:
     ) -> WriteReport:
         """Store results with their event times (epoch s) atomically and idempotently.
 
-        Returns one bool per result, True if newly counted (False: that post id was already
-        recorded, nothing changed).  ``report.out_of_window`` counts the newly stored results
+        ``report.counted`` has one bool per result, True if newly counted (False: that post id was
+        already recorded, nothing changed).  ``report.out_of_window`` counts the newly stored results
         whose event time was ``future`` or ``expired``: stored, listed, but not in buckets.
         """
         if not results:
@@ -126,7 +126,7 @@ class SentimentStore:
         report = WriteReport()
         for reply, kinds in zip(replies, kinds_per_chunk, strict=True):
             for flag, kind in zip(reply, kinds, strict=True):
-                report.append(bool(int(flag)))
+                report.counted.append(bool(int(flag)))
                 if int(flag) and kind != "ok":
                     report.out_of_window[kind] += 1
         return report

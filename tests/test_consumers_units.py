@@ -26,6 +26,7 @@ from consumers.sinks import SinkAborted, SinkWriter, retry_until
 from consumers.work import DeadLetter, Done, WorkItem
 from consumers.worker import ModelWorker
 from contract.posts import parse_post
+from monitor.store import WriteReport
 
 BASE = ["--bootstrap", "127.0.0.1:9092", "--topic", "posts", "--group", "g", "--redis", "redis://127.0.0.1:6379/0"]
 
@@ -249,7 +250,7 @@ class FlakyStore:
             self.failures -= 1
             raise ConnectionError("redis down")
         self.records.extend(results)
-        return [True] * len(results)
+        return WriteReport([True] * len(results))
 
 
 def test_sink_retries_the_store_then_reports_done_in_order():
@@ -344,7 +345,7 @@ class PickyStore:
         if any(r.id == self.bad for r, _ in results):
             raise self.error
         self.records.extend(results)
-        return [True] * len(results)
+        return WriteReport([True] * len(results))
 
 
 @pytest.mark.parametrize("error", [

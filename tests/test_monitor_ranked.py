@@ -49,7 +49,7 @@ def seed(client: redis.Redis, prefix: str, quiet_topics: int, now: float) -> Sen
             label = "negative" if k < 20 - s else "neutral"
             batch.append((result(f"sour{s}-{k}", label, (f"sour{s}",)), now - 30 - 60 * (k % MINUTES)))
     for i in range(0, len(batch), 2000):
-        assert all(store.record(batch[i : i + 2000], now=now))
+        assert all(store.record(batch[i : i + 2000], now=now).counted)
     return store
 
 
@@ -165,7 +165,7 @@ def test_a_ranking_the_index_cannot_prove_says_so(server):
         ts = now - 30 - 60 * m
         batch += [(result(f"s{m}-{t}-{k}", "positive", (f"spike{m}-{t}",)), ts) for t in range(100) for k in range(3)]
         batch += [(result(f"steady{m}-{k}", "positive", ("steady",)), ts) for k in range(2)]
-    assert all(store.record(batch, now=now))
+    assert all(store.record(batch, now=now).counted)
     rows = ranked_topics(store, 900, "volume", 1, now=now)
     assert rows[0].total == 3 and not rows.exact  # the steady topic (24 posts) was not a candidate
     assert TestClient(create_app(store)).get("/v1/topics", params={"limit": 1}).json()["exact"] is False

@@ -31,8 +31,8 @@ def store():
 def test_record_counts_once_per_post_id(store):
     now = hour_base() + 1800
     batch = [(result(f"p{i}", LABELS[i % 3]), now - i) for i in range(30)]
-    assert store.record(batch, now=now) == [True] * 30
-    assert store.record(batch, now=now) == [False] * 30
+    assert store.record(batch, now=now).counted == [True] * 30
+    assert store.record(batch, now=now).counted == [False] * 30
     counts = store.window_counts("brand", 900, now)
     assert counts.total == 30
     assert counts.counts == {"positive": 10, "neutral": 10, "negative": 10}
@@ -41,7 +41,7 @@ def test_record_counts_once_per_post_id(store):
 def test_duplicate_ids_inside_one_batch_count_once(store):
     now = hour_base() + 10
     report = store.record([(result("x", "negative"), now), (result("x", "positive"), now)], now=now)
-    assert report == [True, False]
+    assert report.counted == [True, False]
     assert store.window_counts("brand", 60, now).counts["negative"] == 1
     assert store.get_result("x")["label"] == "negative"
 
@@ -113,7 +113,7 @@ def test_future_and_expired_posts_are_stored_but_counted_apart(store):
         ],
         now=now,
     )
-    assert report == [True, True, True]
+    assert report.counted == [True, True, True]
     assert dict(report.out_of_window) == {"future": 1, "expired": 1}
     assert store.out_of_window_counts() == {"future": 1, "expired": 1}
     assert store.window_counts("brand", 86400, now + 3600).total == 1
@@ -183,7 +183,7 @@ def _write_worker(prefix: str, ids: list[str], now: float) -> int:
     new = 0
     for i in range(0, len(ids), 7):
         new += sum(store.record([(result(p, "negative" if int(p) % 2 else "positive"), now) for p in ids[i : i + 7]],
-                                now=now))
+                                now=now).counted)
     return new
 
 
@@ -216,10 +216,10 @@ def test_write_survives_a_script_cache_flush(redis_server):
     client = redis.Redis.from_url(redis_server.url, decode_responses=True)
     store = SentimentStore(client, prefix="flush")
     now = hour_base() + 30
-    assert store.record([(result("f1", "positive"), now)], now=now) == [True]
+    assert store.record([(result("f1", "positive"), now)], now=now).counted == [True]
     client.script_flush()
-    assert store.record([(result("f2", "positive"), now), (result("f1", "positive"), now)], now=now) == [True, False]
+    assert store.record([(result("f2", "positive"), now), (result("f1", "positive"), now)], now=now).counted == [True, False]
     client.script_flush()
     big = [(result(f"b{i}", "neutral"), now) for i in range(1200)]  # several scripts in one pipeline
-    assert sum(store.record(big, now=now)) == 1200
+    assert sum(store.record(big, now=now).counted) == 1200
     assert store.window_counts("brand", 60, now).total == 1202
