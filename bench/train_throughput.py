@@ -74,7 +74,8 @@ def run_child(args: argparse.Namespace) -> dict:
     from clmlf.data.text_cache import TextStateCache
     from clmlf.model.config import ModelConfig
     from clmlf.model.model import CLMLF
-    from clmlf.training.trainer import TrainConfig, TrainingObjective
+    from clmlf.training.config import TrainConfig
+    from clmlf.training.trainer import TrainingObjective
 
     setup = SETUPS[args.child]
     torch.set_num_threads(args.threads)

@@ -24,7 +24,7 @@ TAUS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def _logits(loaded, samples, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     from clmlf.data.batches import BatchCollator, PostDataset
-    from clmlf.training.trainer import predict_dataset
+    from clmlf.evaluation.predictions import predict_dataset
 
     data = PostDataset(samples, loaded.preprocessor, use_images=False)
     logits, _, gold = predict_dataset(loaded.model, data, BatchCollator(loaded.preprocessor), batch_size,

@@ -11,8 +11,8 @@ from training_testlib import TINY_MODEL_ARGS, make_mvsa, make_tombert
 
 from clmlf.cli import main
 from clmlf.model.checkpoint import load
+from clmlf.training.config import TrainConfig
 from clmlf.training.presets import PRESETS, get_preset
-from clmlf.training.trainer import TrainConfig
 
 torch.set_num_threads(1)
 

@@ -127,10 +127,10 @@ def evaluate_split(
     from clmlf.data.batches import BatchCollator, PostDataset
     from clmlf.data.datasets import load_split
     from clmlf.data.distractors import distractor_images
+    from clmlf.evaluation.predictions import predict_dataset
     from clmlf.model.checkpoint import load
     from clmlf.serving.inference import resolve_device
     from clmlf.serving.precision import resolve_precision
-    from clmlf.training.trainer import predict_dataset
 
     if checkpoint is None:
         from clmlf.model.default_model import default_checkpoint_dir

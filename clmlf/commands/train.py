@@ -141,7 +141,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from clmlf.training.trainer import TrainConfig
+    from clmlf.training.config import TrainConfig
 
     setup_logging(args.log_level)
     if not args.data_root:

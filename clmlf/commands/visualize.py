@@ -153,8 +153,8 @@ def _clusters(args: argparse.Namespace, parser: argparse.ArgumentParser):
 
     from clmlf.data.batches import BatchCollator, PostDataset
     from clmlf.data.datasets import load_split
+    from clmlf.evaluation.predictions import predict_dataset
     from clmlf.evaluation.visualize import plot_clusters, tsne_2d
-    from clmlf.training.trainer import predict_dataset
 
     if not args.data_root:
         parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")

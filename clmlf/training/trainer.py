@@ -24,139 +24,27 @@ import json
 import logging
 import math
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
+from clmlf.evaluation.predictions import predict_dataset
+from clmlf.training.config import CONFIG_FILE, METRICS_FILE, RESUME_DIR, TrainConfig
 from clmlf.training.presets import get_preset
+from clmlf.training.resume import (
+    load_resume,
+    optimizer_from_tensors,
+    restore_rng,
+    save_resume,
+    stored_state,
+    text_trained_before,
+)
 
 log = logging.getLogger(__name__)
-
-RESUME_DIR = "resume"
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "train_config.json"
-SelectionMetric = Literal["accuracy", "f1_weighted", "f1_macro"]
-
-
-class TrainConfig(BaseModel):
-    """Everything one training run needs; preset values fill whatever is left as None."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    preset: str
-    data_root: Path
-    out: Path
-    text_encoder: str = "minilm"
-    image_encoder: str = "efficientnet_lite0"
-    image_weights: str | None = None
-    epochs: int | None = Field(None, ge=1)
-    stage1_epochs: int | None = Field(None, ge=0)
-    max_steps: int | None = Field(None, ge=1)
-    batch_size: int | None = Field(None, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    lbcl: bool | None = None
-    dbcl: bool | None = None
-    lbcl_form: Literal["reference", "paper", "normalized"] | None = None
-    dbcl_form: Literal["reference", "normalized"] | None = None
-    logit_adjustment: float | None = Field(None, ge=0)
-    holdout_fraction: float | None = Field(None, ge=0, lt=1)
-    translation_view: bool | None = None
-    oversample: dict[str, int] | None = None
-    text_train_layers: int | None = Field(None, ge=1)
-    length_bucketing: bool | None = None
-    prior_shift: bool | None = None
-    lr_schedule: Literal["constant", "linear"] | None = None
-    fusion_dtype: Literal["float32", "float16", "bfloat16"] | None = None
-    warmup_fraction: float = Field(0.06, ge=0, lt=1)
-    seed: int = Field(0, ge=0)
-    resume: bool = False
-    fusion_dim: int | None = Field(None, ge=2)
-    fusion_layers: int | None = Field(None, ge=1)
-    image_layers: int | None = Field(None, ge=0)
-    max_text_len: int | None = Field(None, ge=4)
-    image_size: int = Field(224, ge=8)
-    lr: float | None = Field(None, gt=0)
-    text_lr: float | None = Field(None, ge=0)
-    weight_decay: float | None = Field(None, ge=0)
-    temperature: float | None = Field(None, gt=0)
-    lbcl_weight: float | None = Field(None, ge=0)
-    dbcl_weight: float | None = Field(None, ge=0)
-    selection_metric: SelectionMetric | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool | None = None
-    compile: bool = False
-    workers: int = Field(0, ge=0)
-    threads: int | None = Field(None, ge=1)
-    cache_text: bool = True
-    text_cache_file: Path | None = None
-    use_images: bool | None = None
-    image_augment: bool = True  # flip + RandAugment on training images (off: every image recurs unchanged)
-    cache_images: bool = False  # memoise the frozen image encoder's feature maps (needs image_augment off)
-    distractor_rate: float = Field(0.0, ge=0, le=1)
-    distractor_pool: int = Field(256, ge=1)
-    limit_train: int | None = Field(None, ge=1)
-    eval_batch_size: int = Field(64, ge=1)
-    save_every: int = Field(0, ge=0)
-    progress: bool = True
-
-    @model_validator(mode="after")
-    def _fill_from_preset(self) -> TrainConfig:
-        preset = get_preset(self.preset)
-        for name in ("batch_size", "stage1_epochs", "fusion_dim", "fusion_layers", "image_layers", "max_text_len",
-                     "lr", "text_lr", "weight_decay", "temperature", "lbcl_weight", "dbcl_weight",
-                     "selection_metric", "lbcl", "dbcl", "lbcl_form", "dbcl_form", "logit_adjustment",
-                     "holdout_fraction", "translation_view", "text_train_layers", "length_bucketing", "use_images",
-                     "prior_shift", "lr_schedule", "fusion_dtype"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, getattr(preset, name))
-        if self.epochs is None:
-            object.__setattr__(self, "epochs", preset.epochs)
-        if self.oversample is None:
-            object.__setattr__(self, "oversample", dict(preset.oversample))
-        if any(n < 1 for n in self.oversample.values()):
-            raise ValueError("--oversample repeats must be >= 1")
-        if self.prior_shift and not self.holdout_fraction:
-            raise ValueError("--prior-shift is chosen on the held-out slice: it needs --holdout-fraction > 0")
-        if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
-            raise ValueError(f"fusion width {self.fusion_dim} must be even and divisible by its d/64 heads")
-        if self.cache_images and self.image_augment:
-            raise ValueError("the image feature cache needs --no-image-augment (augmented pixels never recur)")
-        return self
-
-    @model_validator(mode="after")
-    def _no_distractors_without_images(self) -> TrainConfig:
-        # A text-only model ignores every image (trained_with_images: false), so photos would teach it nothing.
-        if not self.use_images and self.distractor_rate > 0:
-            raise ValueError("--distractor-rate needs images: a text-only run (--no-images) never sees photos")
-        return self
-
-    @property
-    def dataset(self) -> str:
-        return get_preset(self.preset).dataset
-
-    @property
-    def datasets(self) -> tuple[str, ...]:
-        """The datasets whose train splits are merged for training (their dev splits are all reported)."""
-        return get_preset(self.preset).train_datasets
-
-    @property
-    def run_name(self) -> str:
-        return "+".join(self.datasets)
-
-    @property
-    def aspect(self) -> bool:
-        return get_preset(self.preset).aspect
-
-    @property
-    def text_frozen_throughout(self) -> bool:
-        return self.stage1_epochs >= self.epochs
-
 
 @dataclass
 class TrainResult:
@@ -291,124 +179,27 @@ def _text_layers(encoder: nn.Module) -> nn.ModuleList | None:
     return layers if isinstance(layers, nn.ModuleList) else None
 
 
-def _stored_state(model: nn.Module) -> dict[str, Tensor]:
-    """Model tensors a resume needs: all but frozen encoders whose weights come from a package."""
-    skip = {
-        group
-        for group in ("text_encoder", "image_encoder")
-        if getattr(getattr(model, group), "frozen", False) and getattr(getattr(model, group), "builtin_weights", False)
-    }
-    return {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items() if k.split(".", 1)[0] not in skip}
-
-
-# ----------------------------------------------------------------------------- resume state
-
-
-def _optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    state = optimizer.state_dict()
-    tensors: dict[str, Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, entry in state["state"].items():
-        for key, value in entry.items():
-            if isinstance(value, Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().cpu().contiguous().clone()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
-
-
-def _optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-    entries: dict[int, dict[str, Any]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".", 2)
-            entries.setdefault(int(index), {})[key] = value
-    for index, values in meta["scalars"].items():
-        entries.setdefault(int(index), {}).update(values)
-    optimizer.load_state_dict({"state": entries, "param_groups": meta["param_groups"]})
-
-
-def _rng_tensors() -> dict[str, Tensor]:
-    out = {"rng.torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, state in enumerate(torch.cuda.get_rng_state_all()):
-            out[f"rng.cuda.{i}"] = state
-    return out
-
-
-def _restore_rng(tensors: dict[str, Tensor]) -> None:
-    torch.set_rng_state(tensors["rng.torch_cpu"])
-    cuda = sorted(k for k in tensors if k.startswith("rng.cuda."))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
-
-
-def save_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """Atomically replace ``out/resume`` with the current training state."""
-    from safetensors.torch import save_file
-
-    tmp = out / f"{RESUME_DIR}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    opt_tensors, opt_meta = _optimizer_to_tensors(optimizer)
-    tensors = {f"model.{k}": v for k, v in _stored_state(model).items()}
-    tensors.update(opt_tensors)
-    tensors.update(_rng_tensors())
-    save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({**state, "optimizer": opt_meta}, indent=1))
-    final = out / RESUME_DIR
-    old = out / f"{RESUME_DIR}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def load_resume(out: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    from safetensors.torch import load_file
-
-    folder = out / RESUME_DIR
-    if not (folder / "state.json").is_file() and (out / f"{RESUME_DIR}.old" / "state.json").is_file():
-        folder = out / f"{RESUME_DIR}.old"  # killed between the two renames of save_resume: the old state is whole
-    if not (folder / "state.json").is_file():
-        raise FileNotFoundError(f"{folder}: no resume state (run without --resume first)")
-    return json.loads((folder / "state.json").read_text()), load_file(str(folder / "state.safetensors"))
-
-
 def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, Any]:
     """Load ``out/resume`` into ``model``, ``optimizer`` and the RNGs; returns the loop state to continue from."""
     state, tensors = load_resume(out)
     # Match the trainable set at save time: a frozen package encoder was not stored, a trainable one was.
-    if _text_trained_before(state, cfg):
+    if text_trained_before(state, cfg):
         _unfreeze_text(model, cfg.text_train_layers)
     else:
         _freeze_text(model)
     model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing = set(_stored_state(model)) - model_tensors.keys()
+    missing = set(stored_state(model)) - model_tensors.keys()
     if missing:
         raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration (missing {sorted(missing)[:2]})")
     try:
         model.load_state_dict(model_tensors, strict=False)
-        _optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
+        optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
     except (RuntimeError, ValueError, KeyError) as exc:
         first = " ".join(str(exc).split())[:160]
         raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration ({first})") from None
-    _restore_rng(tensors)
+    restore_rng(tensors)
     _truncate_metrics(out / METRICS_FILE, state["epoch"])
     return state
-
-
-def _text_trained_before(state: dict[str, Any], cfg: TrainConfig) -> bool:
-    """Whether the text encoder was already trainable when ``state`` was saved.
-
-    An end-of-epoch save with ``epoch == stage1_epochs`` comes from the last stage-1
-    epoch (encoder still frozen, so a package encoder was not stored); a save inside
-    that epoch index (``position > 0``) comes from stage 2.
-    """
-    if cfg.text_frozen_throughout:
-        return False
-    return state["epoch"] > cfg.stage1_epochs or (state["epoch"] == cfg.stage1_epochs and state["position"] > 0)
 
 
 def stage_learning_rate_factor(cfg: TrainConfig, global_step: int, steps_per_epoch: int) -> float:
@@ -447,53 +238,6 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     if not cfg.text_frozen_throughout:
         groups.append({"params": text_params, "lr": 0.0, "name": "text_encoder"})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-@torch.no_grad()
-def predict_dataset(
-    model: nn.Module,
-    dataset,
-    collator,
-    batch_size: int,
-    device: torch.device,
-    *,
-    amp: bool = False,
-    dist_info: _Dist | None = None,
-    progress: bool = False,
-    desc: str = "eval",
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(logits [N, C], fused R [N, d], labels [N]) in dataset order; sharded over ranks under DDP."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    dist_info = dist_info or _Dist()
-    was_training = model.training
-    model.eval()
-    order = list(range(len(dataset)))[dist_info.rank :: dist_info.world]
-    loader = DataLoader(torch.utils.data.Subset(dataset, order), batch_size=batch_size, collate_fn=collator,
-                        generator=torch.Generator())
-    logits, fused, labels, indices = [], [], [], []
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-        inputs = {k: v.to(device) for k, v in batch["original"].items()}
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-            out = model(**inputs)
-        logits.append(out.logits.float().cpu())
-        fused.append(out.fused.float().cpu())
-        labels.append(batch["labels"])
-        indices.append(batch["indices"])
-    model.train(was_training)
-    result = [torch.cat(x) if x else torch.zeros(0) for x in (logits, fused, labels, indices)]
-    if dist_info.world > 1:
-        import torch.distributed as dist
-
-        gathered: list[Any] = [None] * dist_info.world
-        dist.all_gather_object(gathered, result)
-        result = [torch.cat([g[i] for g in gathered]) for i in range(4)]
-    order_back = torch.argsort(result[3])
-    return result[0][order_back], result[1][order_back], result[2][order_back].long()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -672,7 +416,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         evaluations = {}
         for name, eval_set in eval_sets.items():
             logits, _, gold = predict_dataset(model, eval_set, collate_eval, cfg.eval_batch_size, device, amp=amp,
-                                              dist_info=dist_info, progress=cfg.progress and dist_info.main,
+                                              rank=dist_info.rank, world=dist_info.world,
+                                              progress=cfg.progress and dist_info.main,
                                               desc=f"eval [{name}]")
             evaluations[name] = classification_metrics(gold.tolist(), logits.argmax(-1).tolist(), data.label_names)
         dev = evaluations[data.selection[0]]

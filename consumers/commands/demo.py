@@ -76,8 +76,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--max-batch must be between 1 and 1024")
     if args.checkpoint and not Path(args.checkpoint).is_dir():
         parser.error(f"--checkpoint: no such directory: {args.checkpoint}")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from clmlf.model.encoders import hub_offline
+
+    hub_offline()
     from clmlf.settings import setup_logging
 
     setup_logging(os.environ.get("LOG_LEVEL", "WARNING"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 
@@ -53,8 +52,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     log_throttle.install()
     log = logging.getLogger("clmlf.run")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from clmlf.model.encoders import hub_offline
+
+    hub_offline()
 
     from clmlf.serving.cpu_threads import configure_threads
     from consumers.assembly import assemble
