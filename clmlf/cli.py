@@ -7,10 +7,9 @@ module keeps heavy imports (torch, transformers) inside its run function so that
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from clmlf.settings import OneLineArgumentParser
+from clmlf.settings import OneLineArgumentParser, command_parser, run_command
 
 SUBCOMMANDS = (
     "clmlf.commands.train",
@@ -22,23 +21,17 @@ SUBCOMMANDS = (
 
 
 def build_parser() -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(
-        prog="clmlf",
-        description="CLMLF multimodal (text + image) sentiment model: train it, evaluate it, "
+    return command_parser(
+        "clmlf",
+        "CLMLF multimodal (text + image) sentiment model: train it, evaluate it, "
         "label posts with it, draw its attention and cluster figures, and build the image probe.",
-        epilog="Run 'clmlf COMMAND --help' for the options of one command.",
+        "Run 'clmlf COMMAND --help' for the options of one command.",
+        SUBCOMMANDS,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
-    sub.required = True
-    for module in SUBCOMMANDS:
-        importlib.import_module(module).add_parser(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args, parser) or 0)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -75,6 +75,24 @@ class OneLineArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
+def command_parser(prog: str, description: str, epilog: str, subcommands: tuple[str, ...]) -> OneLineArgumentParser:
+    """A top-level command whose subcommands are modules exposing ``add_parser(subparsers)``."""
+    import importlib
+
+    parser = OneLineArgumentParser(prog=prog, description=description, epilog=epilog)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
+    sub.required = True
+    for module in subcommands:
+        importlib.import_module(module).add_parser(sub)
+    return parser
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; its return value (None: 0) is the exit status."""
+    args = parser.parse_args(argv)
+    return int(args.func(args, parser) or 0)
+
+
 def validation_message(exc: ValidationError) -> str:
     """First error of a pydantic ValidationError as one line: ``field: message``."""
     err = exc.errors()[0]

@@ -7,10 +7,9 @@ import monitor, never the other way.  Heavy imports stay inside the run function
 
 from __future__ import annotations
 
-import importlib
 import sys
 
-from clmlf.settings import OneLineArgumentParser
+from clmlf.settings import OneLineArgumentParser, command_parser, run_command
 from consumers.commands import SUBCOMMANDS as CONSUMER_COMMANDS
 from monitor.commands import SUBCOMMANDS as MONITOR_COMMANDS
 
@@ -18,24 +17,18 @@ SUBCOMMANDS = CONSUMER_COMMANDS + MONITOR_COMMANDS
 
 
 def build_parser() -> OneLineArgumentParser:
-    parser = OneLineArgumentParser(
-        prog="clmlf-monitor",
-        description="Streaming sentiment monitor: consume posts from Kafka, label them with CLMLF, "
+    return command_parser(
+        "clmlf-monitor",
+        "Streaming sentiment monitor: consume posts from Kafka, label them with CLMLF, "
         "aggregate per topic in Redis, export Prometheus metrics, raise trend alerts.",
-        epilog="Every option can also come from the environment variable named in its help. "
+        "Every option can also come from the environment variable named in its help. "
         "Run 'clmlf-monitor COMMAND --help' for details.",
+        SUBCOMMANDS,
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineArgumentParser)
-    sub.required = True
-    for module in SUBCOMMANDS:
-        importlib.import_module(module).add_parser(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return int(args.func(args, parser) or 0)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
