@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
-    from clmlf.model.checkpoint import load, save_checkpoint
+    from clmlf.model.checkpoint import load
+    from clmlf.model.checkpoint_save import save_checkpoint
     from clmlf.model.config import ModelConfig
     from clmlf.model.model import CLMLF
 

@@ -93,7 +93,7 @@ def resolve_checkpoint(args: argparse.Namespace) -> tuple[str | None, str]:
     if not (target / "config.json").is_file():
         import torch
 
-        from clmlf.model.checkpoint import save_checkpoint
+        from clmlf.model.checkpoint_save import save_checkpoint
         from clmlf.model.config import ModelConfig
         from clmlf.model.model import CLMLF
 

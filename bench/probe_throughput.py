@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from clmlf.model.model import CLMLF
     from clmlf.model.preprocess import Preprocessor
     from clmlf.training.config import TrainConfig
-    from clmlf.training.trainer import TrainingObjective, build_model_config
+    from clmlf.training.objective import TrainingObjective
+    from clmlf.training.trainer import build_model_config
 
     torch.set_num_threads(args.threads)
     cfg = TrainConfig(preset="probe", data_root=args.data_root, out=".", lbcl=args.lbcl, dbcl=False,

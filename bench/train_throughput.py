@@ -75,7 +75,7 @@ def run_child(args: argparse.Namespace) -> dict:
     from clmlf.model.config import ModelConfig
     from clmlf.model.model import CLMLF
     from clmlf.training.config import TrainConfig
-    from clmlf.training.trainer import TrainingObjective
+    from clmlf.training.objective import TrainingObjective
 
     setup = SETUPS[args.child]
     torch.set_num_threads(args.threads)

@@ -71,7 +71,7 @@ def main() -> None:
             recall = "/".join(f"{m['per_class'][n]['recall']:.2f}" for n in data.label_names)
             print(f"| {name} | {tau} | {m['accuracy']:.4f} | {m['f1_weighted']:.4f} | {m['f1_macro']:.4f} | {recall} |")
     if args.apply is not None:
-        from clmlf.model.checkpoint import save_checkpoint
+        from clmlf.model.checkpoint_save import save_checkpoint
 
         if args.out is None:
             parser.error("--apply needs --out")

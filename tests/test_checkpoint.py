@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 from tiny_models import build_tiny_checkpoint, build_tiny_model, tiny_config
 
-from clmlf.model.checkpoint import CheckpointError, load, save_checkpoint, weights_digest
+from clmlf.model.checkpoint import CheckpointError, load, weights_digest
+from clmlf.model.checkpoint_save import save_checkpoint
 from clmlf.model.model import CLMLF
 
 torch.set_num_threads(1)

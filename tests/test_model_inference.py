@@ -59,7 +59,7 @@ def test_aspect_ignored_by_a_non_aspect_model(predictor: Predictor) -> None:
 def test_aspect_model_uses_the_aspect(tmp_path: Path) -> None:
     from tiny_models import tiny_config
 
-    from clmlf.model.checkpoint import save_checkpoint
+    from clmlf.model.checkpoint_save import save_checkpoint
     from clmlf.model.model import CLMLF
 
     with torch.random.fork_rng():

@@ -411,7 +411,7 @@ def test_progress_bar_shows_loss_and_throughput_and_load_summary_once(tmp_path, 
 
 def test_process_group_backend_has_a_cpu_backend_for_the_metric_reductions():
     """Loss sums and dev predictions are reduced as CPU tensors; NCCL alone cannot carry them."""
-    from clmlf.training.trainer import process_group_backend
+    from clmlf.training.distributed import process_group_backend
 
     assert process_group_backend("cpu") == "gloo"
     pairs = dict(pair.split(":") for pair in process_group_backend("cuda").split(","))

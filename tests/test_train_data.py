@@ -190,7 +190,7 @@ def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two
 
 def test_linear_schedule_is_constant_in_stage_1_then_warms_up_and_decays_to_zero(tmp_path):
     from clmlf.training.config import TrainConfig
-    from clmlf.training.trainer import stage_learning_rate_factor
+    from clmlf.training.stages import stage_learning_rate_factor
 
     cfg = TrainConfig(preset="mvsa-single", data_root=tmp_path, out=tmp_path, epochs=3, stage1_epochs=1,
                       lr_schedule="linear", warmup_fraction=0.1)

@@ -1,6 +1,6 @@
 """A tiny random CLMLF checkpoint (tiny-random-bert + tiny-cnn, d=32) for tests of every layer.
 
-A test fixture. It is a real checkpoint directory written by :func:`clmlf.model.checkpoint.save_checkpoint`,
+A test fixture. It is a real checkpoint directory written by :func:`clmlf.model.checkpoint_save.save_checkpoint`,
 so code under test loads it exactly like a trained model. Same seed, same weights.
 """
 
@@ -49,7 +49,7 @@ def build_tiny_checkpoint(
     out_dir: str | Path, labels: Sequence[str] = DEFAULT_LABELS, seed: int = 0, trained_with_images: bool = True
 ) -> Path:
     """Write a tiny random checkpoint to ``out_dir`` and return its path."""
-    from clmlf.model.checkpoint import save_checkpoint
+    from clmlf.model.checkpoint_save import save_checkpoint
 
     model = build_tiny_model(labels, seed, trained_with_images)
     return save_checkpoint(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clmlf.model.checkpoint import CONFIG_FILE, CheckpointError
+from clmlf.model.checkpoint_format import CONFIG_FILE, CheckpointError
 
 DEFAULT_MODEL_DIRNAME = "default_model_files"
 

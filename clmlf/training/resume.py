@@ -11,7 +11,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from clmlf.training.config import RESUME_DIR, TrainConfig
+from clmlf.training.config import METRICS_FILE, RESUME_DIR, TrainConfig
+from clmlf.training.metrics_log import truncate_metrics
+from clmlf.training.stages import freeze_text, unfreeze_text
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +112,26 @@ def text_trained_before(state: dict[str, Any], cfg: TrainConfig) -> bool:
     if cfg.text_frozen_throughout:
         return False
     return state["epoch"] > cfg.stage1_epochs or (state["epoch"] == cfg.stage1_epochs and state["position"] > 0)
+
+
+def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, Any]:
+    """Load ``out/resume`` into ``model``, ``optimizer`` and the RNGs; returns the loop state to continue from."""
+    state, tensors = load_resume(out)
+    # Match the trainable set at save time: a frozen package encoder was not stored, a trainable one was.
+    if text_trained_before(state, cfg):
+        unfreeze_text(model, cfg.text_train_layers)
+    else:
+        freeze_text(model)
+    model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing = set(stored_state(model)) - model_tensors.keys()
+    if missing:
+        raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration (missing {sorted(missing)[:2]})")
+    try:
+        model.load_state_dict(model_tensors, strict=False)
+        optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration ({first})") from None
+    restore_rng(tensors)
+    truncate_metrics(out / METRICS_FILE, state["epoch"])
+    return state

@@ -16,6 +16,12 @@
   from it and reproduces the uninterrupted run exactly on CPU.
 * Data parallel under ``torchrun`` (DDP; each rank takes every world-th sample of
   the epoch's permutation, dev predictions and loss sums are all-reduced).
+
+Its parts: the loss (:mod:`~clmlf.training.objective`), what trains when
+(:mod:`~clmlf.training.stages`), devices and DDP (:mod:`~clmlf.training.distributed`),
+``resume/`` (:mod:`~clmlf.training.resume`), ``metrics.jsonl``
+(:mod:`~clmlf.training.metrics_log`) and the prior shift of ``best/``
+(:mod:`~clmlf.training.prior_shift`).
 """
 
 from __future__ import annotations
@@ -23,28 +29,34 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from clmlf.evaluation.predictions import predict_dataset
-from clmlf.training.config import CONFIG_FILE, METRICS_FILE, RESUME_DIR, TrainConfig
-from clmlf.training.presets import get_preset
-from clmlf.training.resume import (
-    load_resume,
-    optimizer_from_tensors,
-    restore_rng,
-    save_resume,
-    stored_state,
-    text_trained_before,
+from clmlf.training.config import CONFIG_FILE, METRICS_FILE, TrainConfig
+from clmlf.training.distributed import (
+    DistInfo,
+    all_reduce_sums,
+    cpu_has_native_bf16,
+    init_distributed,
+    to_device,
+    training_device,
+    wrap_for_training,
 )
+from clmlf.training.metrics_log import evaluation_summary, write_metrics_line
+from clmlf.training.objective import TrainingObjective
+from clmlf.training.presets import get_preset
+from clmlf.training.prior_shift import calibrate_best
+from clmlf.training.resume import restore_resume, save_resume
+from clmlf.training.stages import build_optimizer, freeze_text, set_learning_rates, unfreeze_text
 
 log = logging.getLogger(__name__)
+
 
 @dataclass
 class TrainResult:
@@ -52,80 +64,6 @@ class TrainResult:
     best_epoch: int
     best_score: float
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class _Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-class TrainingObjective(nn.Module):
-    """CLMLF + its training loss in one ``forward`` (so DDP sees every parameter use)."""
-
-    def __init__(self, model: nn.Module, config: TrainConfig, log_prior: Tensor | None = None):
-        super().__init__()
-        self.model = model
-        self.cfg = config
-        self.log_prior = log_prior  # training label prior, for logit adjustment
-
-    def forward(self, batch: dict) -> dict[str, Tensor]:
-        from clmlf.model.losses import dbcl_loss, lbcl_loss, logit_adjusted_cross_entropy
-
-        cfg = self.cfg
-        labels = batch["labels"]
-        out = self.model(**batch["original"])
-        ce = logit_adjusted_cross_entropy(out.logits, labels, self.log_prior, cfg.logit_adjustment)
-        parts = {"ce": ce}
-        loss = ce
-        if cfg.lbcl or cfg.dbcl:
-            z = self.model.proj_original(out.fused)
-            if cfg.lbcl:
-                parts["lbcl"] = lbcl_loss(z, labels, cfg.temperature, cfg.lbcl_form)
-                loss = loss + cfg.lbcl_weight * parts["lbcl"]
-            if cfg.dbcl:
-                aug = self.model(**batch["augmented"])
-                parts["dbcl"] = dbcl_loss(z, self.model.proj_augmented(aug.fused), cfg.temperature, cfg.dbcl_form)
-                loss = loss + cfg.dbcl_weight * parts["dbcl"]
-        parts["loss"] = loss
-        parts["correct"] = (out.logits.argmax(dim=-1) == labels).sum()
-        return parts
-
-
-# ----------------------------------------------------------------------------- setup
-
-
-def process_group_backend(device_type: str) -> str:
-    """``gloo`` on CPU; on CUDA NCCL for the gradients plus gloo for the CPU tensors (loss sums, dev predictions)."""
-    return "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
-
-
-def _init_distributed(device: torch.device) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # one GPU per process; NCCL and DDP use the current device
-    if not dist.is_initialized():
-        dist.init_process_group(backend=process_group_backend(device.type))
-    return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def training_device(name: str) -> torch.device:
-    """``auto``/``cpu``/``cuda`` -> the device of this process (``cuda:LOCAL_RANK`` under torchrun)."""
-    from clmlf.serving.inference import resolve_device
-
-    device = resolve_device(name)
-    if device.type == "cpu":
-        return device
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
@@ -149,112 +87,6 @@ def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
     )
 
 
-def _freeze_text(model: nn.Module) -> None:
-    model.text_encoder.freeze()
-
-
-def _unfreeze_text(model: nn.Module, top_layers: int | None = None) -> None:
-    """Make the text encoder trainable: all of it, or (``top_layers``) only its top N transformer layers.
-
-    With ``top_layers`` the embeddings and the lower layers keep their package weights, so a
-    checkpoint stores only the trained layers (:mod:`clmlf.model.checkpoint`).
-    """
-    encoder = model.text_encoder
-    encoder.frozen = False
-    layers = _text_layers(encoder) if top_layers is not None else None
-    if layers is not None and top_layers < len(layers):
-        for param in encoder.parameters():
-            param.requires_grad_(False)
-        for layer in layers[len(layers) - top_layers:]:
-            for param in layer.parameters():
-                param.requires_grad_(True)
-        return
-    for param in encoder.parameters():
-        param.requires_grad_(True)
-
-
-def _text_layers(encoder: nn.Module) -> nn.ModuleList | None:
-    """The transformer layers of a BERT-style backbone (``encoder.layer``), None when it has none."""
-    layers = getattr(getattr(encoder.backbone, "encoder", None), "layer", None)
-    return layers if isinstance(layers, nn.ModuleList) else None
-
-
-def restore_resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> dict[str, Any]:
-    """Load ``out/resume`` into ``model``, ``optimizer`` and the RNGs; returns the loop state to continue from."""
-    state, tensors = load_resume(out)
-    # Match the trainable set at save time: a frozen package encoder was not stored, a trainable one was.
-    if text_trained_before(state, cfg):
-        _unfreeze_text(model, cfg.text_train_layers)
-    else:
-        _freeze_text(model)
-    model_tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing = set(stored_state(model)) - model_tensors.keys()
-    if missing:
-        raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration (missing {sorted(missing)[:2]})")
-    try:
-        model.load_state_dict(model_tensors, strict=False)
-        optimizer_from_tensors(optimizer, tensors, state.pop("optimizer"))
-    except (RuntimeError, ValueError, KeyError) as exc:
-        first = " ".join(str(exc).split())[:160]
-        raise ValueError(f"{out / RESUME_DIR}: state does not match this configuration ({first})") from None
-    restore_rng(tensors)
-    _truncate_metrics(out / METRICS_FILE, state["epoch"])
-    return state
-
-
-def stage_learning_rate_factor(cfg: TrainConfig, global_step: int, steps_per_epoch: int) -> float:
-    """``lr_schedule="linear"``: the factor on both learning rates at this optimizer step.
-
-    Stage 1 is constant (1.0). Stage 2 warms up linearly over ``warmup_fraction`` of
-    its steps, then decays linearly to 0 at its last step. A pure function of the
-    step, so a resumed run follows the same schedule with no scheduler state.
-    """
-    stage1_steps = cfg.stage1_epochs * steps_per_epoch
-    if cfg.lr_schedule != "linear" or global_step < stage1_steps:
-        return 1.0
-    total = max(1, (cfg.epochs - cfg.stage1_epochs) * steps_per_epoch)
-    step = global_step - stage1_steps + 1
-    warmup = max(1, round(cfg.warmup_fraction * total)) if cfg.warmup_fraction else 0
-    if step <= warmup:
-        return step / warmup
-    return max(0.0, (total - step + 1) / max(1, total - warmup))
-
-
-def _set_learning_rates(optimizer: torch.optim.Optimizer, cfg: TrainConfig, global_step: int, steps_per_epoch: int,
-                        text_trainable: bool) -> None:
-    factor = stage_learning_rate_factor(cfg, global_step, steps_per_epoch)
-    optimizer.param_groups[0]["lr"] = cfg.lr * factor
-    if len(optimizer.param_groups) > 1:
-        optimizer.param_groups[1]["lr"] = cfg.text_lr * factor if text_trainable else 0.0
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (0.9, 0.999, eps 1e-8): fusion + heads at ``lr``; the text encoder in its own group, lr 0 until stage 2."""
-    text_params = list(model.text_encoder.parameters())
-    text_ids = {id(p) for p in text_params}
-    fusion_params = [p for n, p in model.named_parameters()
-                     if id(p) not in text_ids and not n.startswith("image_encoder.")]
-    groups = [{"params": fusion_params, "lr": cfg.lr, "name": "fusion"}]
-    if not cfg.text_frozen_throughout:
-        groups.append({"params": text_params, "lr": 0.0, "name": "text_encoder"})
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-def _write_metrics_line(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= epochs_done]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def train(cfg: TrainConfig) -> TrainResult:
     """Run (or resume) one training run as configured; returns the best dev score and the history."""
     from torch.utils.data import DataLoader
@@ -266,7 +98,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     from clmlf.data.train_data import training_data
     from clmlf.evaluation.calibration import log_prior
     from clmlf.evaluation.metrics import classification_metrics
-    from clmlf.model.checkpoint import save_checkpoint
+    from clmlf.model.checkpoint_save import save_checkpoint
     from clmlf.model.encoders import hub_offline
     from clmlf.model.model import CLMLF
     from clmlf.model.preprocess import Preprocessor
@@ -280,7 +112,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise ValueError("--amp (bfloat16 autocast) needs a CUDA device or a CPU with native bf16 (avx512_bf16/amx)")
     # Not given: the preset's choice where the hardware computes bf16 natively (fp32 elsewhere).
     amp = cfg.amp if cfg.amp is not None else get_preset(cfg.preset).amp and amp_possible
-    dist_info = _init_distributed(device)
+    dist_info = init_distributed(device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -348,15 +180,15 @@ def train(cfg: TrainConfig) -> TrainResult:
             if cache is not None:
                 cache.uninstall()
                 cache = None
-            _unfreeze_text(model, cfg.text_train_layers)
+            unfreeze_text(model, cfg.text_train_layers)
             optimizer.param_groups[1]["lr"] = cfg.text_lr
         else:
-            _freeze_text(model)
+            freeze_text(model)
             if cache is not None and not cache.installed:
                 cache.install(model.text_encoder)
         if step_fn is None or text_trainable != getattr(step_fn, "_text_trainable", None):
             # (Re)wrap when the trainable set changes: DDP registers only parameters that need gradients.
-            step_fn = _wrap_for_training(objective, cfg, dist_info, device)
+            step_fn = wrap_for_training(objective, cfg, dist_info, device)
             step_fn._text_trainable = text_trainable
         train_set.set_epoch(epoch)
         order.set_epoch(epoch, start=state["position"])
@@ -373,7 +205,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
                    disable=not (cfg.progress and dist_info.main), dynamic_ncols=True)
         for batch_index, batch in enumerate(bar):
-            batch = _to_device(batch, device)
+            batch = to_device(batch, device)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 parts = step_fn(batch)
             (parts["loss"] / cfg.grad_accum).backward()
@@ -387,7 +219,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             seen_this_run += size
             if micro % cfg.grad_accum == 0 or batch_index == len(loader) - 1:
                 if cfg.lr_schedule == "linear":
-                    _set_learning_rates(optimizer, cfg, state["global_step"], steps_per_epoch, text_trainable)
+                    set_learning_rates(optimizer, cfg, state["global_step"], steps_per_epoch, text_trainable)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 state["global_step"] += 1
@@ -412,7 +244,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                          "--resume", cfg.max_steps, epoch + 1, state["position"], out / "last")
             break
         elapsed = time.perf_counter() - started
-        totals = _all_reduce_sums(sums, dist_info)
+        totals = all_reduce_sums(sums, dist_info)
         evaluations = {}
         for name, eval_set in eval_sets.items():
             logits, _, gold = predict_dataset(model, eval_set, collate_eval, cfg.eval_batch_size, device, amp=amp,
@@ -436,7 +268,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             "dev_f1_weighted": dev["f1_weighted"],
             "dev_f1_macro": dev["f1_macro"],
             "selection": data.selection[0],
-            "evaluations": {name: _summary(metrics) for name, metrics in evaluations.items()},
+            "evaluations": {name: evaluation_summary(metrics) for name, metrics in evaluations.items()},
             "samples_per_s": seen_this_run * dist_info.world / max(1e-9, elapsed),
             "epoch_seconds": elapsed,
         }
@@ -446,7 +278,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         history.append(record)
         state.update(epoch=epoch + 1, position=0, sums={})
         if dist_info.main:
-            _write_metrics_line(out / METRICS_FILE, record)
+            write_metrics_line(out / METRICS_FILE, record)
             extra = {"train_config": cfg.model_dump(mode="json"), "epoch": epoch + 1, "dev": dev,
                      "selection": data.selection[0], "evaluations": evaluations}
             save_checkpoint(model, tokenizer, out / "last", extra=extra, name=f"{out.name}-last",
@@ -456,7 +288,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             for name, metrics in evaluations.items():
                 log.info("epoch %d/%d: %s acc %.4f, weighted F1 %.4f, macro F1 %.4f, recall %s%s", epoch + 1,
                          cfg.epochs, name, metrics["accuracy"], metrics["f1_weighted"], metrics["f1_macro"],
-                         "/".join(f"{r:.2f}" for r in _summary(metrics)["recall"].values()),
+                         "/".join(f"{r:.2f}" for r in evaluation_summary(metrics)["recall"].values()),
                          " (selects; best)" if improved and name == data.selection[0] else "")
             log.info("epoch %d/%d: train loss %.4f", epoch + 1, cfg.epochs, record["train_loss"])
         if improved:
@@ -468,74 +300,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cache is not None:
         cache.uninstall()
     if cfg.prior_shift and dist_info.main and (out / "best").is_dir():
-        _calibrate_best(out, cfg, data, eval_sets, device, amp)
+        calibrate_best(out, cfg, data, eval_sets, device, amp)
     return TrainResult(out=out, best_epoch=state["best_epoch"], best_score=state["best_score"], history=history)
 
 
-def _calibrate_best(out: Path, cfg: TrainConfig, data, eval_sets: dict, device: torch.device, amp: bool) -> None:
-    """Choose the post-hoc prior shift on the held-out slice, fold it into ``best/`` and re-score every report."""
-    from clmlf.data.batches import BatchCollator
-    from clmlf.evaluation.calibration import choose_prior_shift, fold_prior_shift, log_prior
-    from clmlf.evaluation.metrics import classification_metrics
-    from clmlf.model.checkpoint import load, save_checkpoint
-
-    loaded = load(out / "best", device)
-    collate = BatchCollator(loaded.preprocessor)
-    prior = log_prior(data.label_counts)
-    name, _ = data.selection
-    logits, _, gold = predict_dataset(loaded.model, eval_sets[name], collate, cfg.eval_batch_size, device, amp=amp)
-    shift = choose_prior_shift(logits, gold.tolist(), prior, data.label_names, cfg.selection_metric)
-    log.info("prior shift on %s: tau %.2f (%s)", name, shift.tau,
-             ", ".join(f"tau {row['tau']}: acc {row['accuracy']:.4f} {cfg.selection_metric} "
-                       f"{row[cfg.selection_metric]:.4f}" for row in shift.table))
-    fold_prior_shift(loaded.model.classifier, prior, shift.tau)
-    evaluations = {}
-    for report, eval_set in eval_sets.items():
-        logits, _, gold = predict_dataset(loaded.model, eval_set, collate, cfg.eval_batch_size, device, amp=amp)
-        evaluations[report] = classification_metrics(gold.tolist(), logits.argmax(-1).tolist(), data.label_names)
-        log.info("after the prior shift: %s acc %.4f, weighted F1 %.4f, macro F1 %.4f", report,
-                 evaluations[report]["accuracy"], evaluations[report]["f1_weighted"], evaluations[report]["f1_macro"])
-    meta = json.loads((out / "best" / "config.json").read_text())
-    extra = {**meta.get("extra", {}), "dev": evaluations[name], "evaluations": evaluations,
-             "prior_shift": {"tau": shift.tau, "log_prior": prior.tolist(), "chosen_on": name, "grid": shift.table}}
-    save_checkpoint(loaded.model, loaded.preprocessor.tokenizer, out / "best", extra=extra, name=meta.get("name"),
-                    fusion_dtype=cfg.fusion_dtype)
-    (out / "prior_shift.json").write_text(json.dumps(extra["prior_shift"], indent=2) + "\n")
-
-
-def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The headline figures of one evaluation (metrics.jsonl keeps these, checkpoints keep everything)."""
-    return {
-        "accuracy": metrics["accuracy"], "f1_weighted": metrics["f1_weighted"], "f1_macro": metrics["f1_macro"],
-        "n": metrics["n"], "recall": {name: row["recall"] for name, row in metrics["per_class"].items()},
-    }
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast is faster, not slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
-
-
-def _wrap_for_training(objective: nn.Module, cfg: TrainConfig, dist_info: _Dist, device: torch.device) -> nn.Module:
-    """DDP under torchrun, then torch.compile if asked."""
-    wrapped = objective
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        wrapped = DistributedDataParallel(
-            objective,
-            device_ids=[device.index] if device.type == "cuda" else None,
-            # Image-side layers get no gradient in a batch without photos; heads idle when a loss is off.
-            find_unused_parameters=True,
-        )
-    return torch.compile(wrapped) if cfg.compile else wrapped
-
-
-def _prefilled_cache(cfg: TrainConfig, model: nn.Module, pre, train_samples, dev_samples, dist_info: _Dist):
+def _prefilled_cache(cfg: TrainConfig, model: nn.Module, pre, train_samples, dev_samples, dist_info: DistInfo):
     """A text-state cache holding every text the run will encode (read from / written to ``text_cache_file``)."""
     from clmlf.data.text_cache import TextStateCache
 
@@ -546,32 +315,10 @@ def _prefilled_cache(cfg: TrainConfig, model: nn.Module, pre, train_samples, dev
     samples = list(train_samples) + list(dev_samples)
     texts = [s.text for s in samples] + ([s.translation for s in train_samples] if cfg.dbcl else [])
     aspects = [s.aspect for s in samples] + ([s.aspect for s in train_samples] if cfg.dbcl else [])
-    _freeze_text(model)
+    freeze_text(model)
     added = cache.prefill(model.text_encoder, pre.tokenize, texts, aspects if cfg.aspect else None,
                           progress=cfg.progress and dist_info.main)
     if added and cfg.text_cache_file is not None and dist_info.main:
         cache.save(cfg.text_cache_file, cfg.text_encoder)
     log.info("text cache: %d sequences, %.0f MB", len(cache), cache.nbytes / 2**20)
     return cache
-
-
-def _to_device(batch: dict, device: torch.device) -> dict:
-    if device.type == "cpu":
-        return batch
-    moved = dict(batch)
-    for view in ("original", "augmented"):
-        if batch[view] is not None:
-            moved[view] = {k: v.to(device, non_blocking=True) for k, v in batch[view].items()}
-    moved["labels"] = batch["labels"].to(device)
-    return moved
-
-
-def _all_reduce_sums(sums: dict[str, float], dist_info: _Dist) -> dict[str, float]:
-    if dist_info.world <= 1:
-        return dict(sums)
-    import torch.distributed as dist
-
-    keys = sorted(sums)
-    values = torch.tensor([sums[k] for k in keys], dtype=torch.float64)
-    dist.all_reduce(values)
-    return dict(zip(keys, values.tolist(), strict=True))
