@@ -15,19 +15,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_validator
 
+from clmlf.process_settings import ProcessSettings, settings_from_args
 from clmlf.settings import add_precision_arguments
 from monitor.alert_settings import AlertOptions, add_alert_arguments
 from monitor.settings import (
     Duration,
     LoggingOptions,
-    ProcessSettings,
     RedisOptions,
     RetentionOptions,
     add_log_level_argument,
     add_redis_arguments,
     add_retention_arguments,
     format_duration,
-    settings_from_args,
 )
 
 

@@ -10,8 +10,9 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from clmlf.process_settings import ProcessSettings
 from monitor.alerts import AlertConfig
-from monitor.settings import Duration, HttpUrlSecret, Interval, ProcessSettings
+from monitor.settings import Duration, HttpUrlSecret, Interval
 
 # (flag, env, default shown in --help, help) of the thresholds; the defaults live in the fields below
 THRESHOLD_FLAGS = (

@@ -18,10 +18,10 @@ def app_env_vars() -> set[str]:
 
 def command_settings(parser, args):
     """The validated settings of a parsed ``clmlf-monitor`` command line (flags over the environment)."""
+    from clmlf.process_settings import settings_from_args
     from consumers.config import KafkaTarget, run_config_from_args
     from monitor.commands.alerter import AlerterConfig
     from monitor.commands.serve import ServeConfig
-    from monitor.settings import settings_from_args
 
     if args.command == "run":
         return run_config_from_args(args, parser)

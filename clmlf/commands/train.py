@@ -1,10 +1,11 @@
-"""``clmlf train``: train CLMLF with a published preset (every value can be overridden)."""
+"""``clmlf train``: train CLMLF with a published preset (every value can be overridden by a flag or its
+environment variable; the settings class is :class:`clmlf.training.config.TrainConfig`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from clmlf.settings import build_config, env_default, setup_logging
+from clmlf.settings import env_default, setup_logging
 
 PRESET_NAMES = ("default", "mvsa-single", "mvsa-multiple", "hfm", "twitter15", "twitter17", "probe")
 
@@ -37,16 +38,23 @@ examples:
 Writes OUT/best and OUT/last (checkpoints for clmlf evaluate / predict --checkpoint),
 OUT/metrics.jsonl (one JSON line per epoch), OUT/train_config.json and OUT/resume/.
 --data-root is the folder holding MVSA-single/, MVSA-multiple/, HFM/ (CLMLF release
-layout) or twitter2015/ + twitter2015_images/ (TomBERT layout). Environment:
-CLMLF_DATA_ROOT, CLMLF_DEVICE, CLMLF_TRAIN_WORKERS.
+layout) or twitter2015/ + twitter2015_images/ (TomBERT layout).
+
+Environment: every flag but --preset and --out has a variable, CLMLF_TRAIN_ and the flag's
+name without --/--no- (--stage1-epochs: CLMLF_TRAIN_STAGE1_EPOCHS=20; --no-text-cache:
+CLMLF_TRAIN_TEXT_CACHE=false; --oversample: CLMLF_TRAIN_OVERSAMPLE=DATASET=N,DATASET=N);
+--data-root, --device and --log-level read CLMLF_DATA_ROOT, CLMLF_DEVICE and LOG_LEVEL.
+A flag given wins over its variable, and either wins over the preset.
 """
 
 
 def _repeat(text: str) -> tuple[str, int]:
-    name, sep, count = text.partition("=")
-    if not sep or not name or not count.isdigit() or int(count) < 1:
-        raise argparse.ArgumentTypeError(f"expected DATASET=N with N >= 1, got {text!r}")
-    return name, int(count)
+    from clmlf.training.config import parse_repeat
+
+    try:
+        return parse_repeat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -58,23 +66,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--preset", required=True, choices=PRESET_NAMES, help="dataset and published recipe")
-    p.add_argument("--data-root", metavar="DIR", default=env_default("CLMLF_DATA_ROOT"), help="dataset folder (env CLMLF_DATA_ROOT)")
+    p.add_argument("--data-root", metavar="DIR", help="dataset folder (env CLMLF_DATA_ROOT)")
     p.add_argument("--out", metavar="DIR", required=True, help="run directory")
     enc = p.add_argument_group("model")
-    enc.add_argument("--text-encoder", metavar="NAME", default="minilm", help="minilm (embedded), tiny-random-bert, HF name or dir")
-    enc.add_argument("--image-encoder", metavar="NAME", default="efficientnet_lite0", help="efficientnet_lite0, resnet50, tiny-cnn")
+    enc.add_argument("--text-encoder", metavar="NAME", help="minilm (embedded), tiny-random-bert, HF name or dir")
+    enc.add_argument("--image-encoder", metavar="NAME", help="efficientnet_lite0, resnet50, tiny-cnn")
     enc.add_argument("--image-weights", metavar="FILE", help="weights file for resnet50 (.safetensors or .pth)")
     enc.add_argument("--fusion-dim", type=int, metavar="N", help="fusion width d (preset: 768)")
     enc.add_argument("--fusion-layers", type=int, metavar="N", help="fusion transformer layers (preset per dataset)")
     enc.add_argument("--image-layers", type=int, metavar="N", help="image transformer layers (preset per dataset)")
     enc.add_argument("--max-text-len", type=int, metavar="N", help="word pieces kept per text (preset: 200)")
-    enc.add_argument("--image-size", type=int, metavar="N", default=224, help="input image side (default 224)")
+    enc.add_argument("--image-size", type=int, metavar="N", help="input image side (default 224)")
     rec = p.add_argument_group("recipe (defaults from the preset)")
     rec.add_argument("--epochs", type=int, metavar="N", help="total epochs (preset: 50)")
     rec.add_argument("--stage1-epochs", type=int, metavar="N", help="epochs with the text encoder frozen (preset: 20)")
     rec.add_argument("--max-steps", type=int, metavar="N", help="stop after this many optimizer steps (resumable)")
     rec.add_argument("--batch-size", type=int, metavar="N", help="samples per step per process (preset: 32/64/128)")
-    rec.add_argument("--grad-accum", type=int, metavar="N", default=1, help="micro-batches per optimizer step")
+    rec.add_argument("--grad-accum", type=int, metavar="N", help="micro-batches per optimizer step")
     rec.add_argument("--lr", type=float, metavar="X", help="learning rate of fusion, heads, classifier (preset: 2e-5)")
     rec.add_argument("--text-lr", type=float, metavar="X", help="text encoder learning rate in stage 2 (preset: 2e-5)")
     rec.add_argument("--weight-decay", type=float, metavar="X", help="AdamW weight decay (default 0.01)")
@@ -110,65 +118,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="batch texts of similar length together (less padding; preset: on for default)")
     rec.add_argument("--selection-metric", choices=("accuracy", "f1_weighted", "f1_macro"),
                      help="dev metric that picks OUT/best (preset: weighted F1, macro F1 for HFM/Twitter)")
-    rec.add_argument("--seed", type=int, metavar="N", default=0, help="seed of initialisation, order and augmentation")
-    rec.add_argument("--resume", action="store_true", help="continue from OUT/resume")
-    rec.add_argument("--distractor-rate", type=float, metavar="X", default=0.0,
+    rec.add_argument("--seed", type=int, metavar="N", help="seed of initialisation, order and augmentation")
+    rec.add_argument("--resume", action="store_true", default=None, help="continue from OUT/resume")
+    rec.add_argument("--distractor-rate", type=float, metavar="X",
                      help="share of image-less training posts given a random label-free photo (default 0; "
                           "not with --no-images)")
-    rec.add_argument("--images", action=argparse.BooleanOptionalAction, default=None,
+    rec.add_argument("--images", dest="use_images", action=argparse.BooleanOptionalAction, default=None,
                      help="--no-images: ignore dataset images: a text-only model (trained_with_images: false) that "
                           "never fetches, decodes or uses an image when it serves (preset: on, off for default)")
-    rec.add_argument("--no-image-augment", action="store_true",
+    rec.add_argument("--no-image-augment", dest="image_augment", action="store_false", default=None,
                      help="no flip / RandAugment on training images (DBCL's views then differ by text only)")
     rec.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
     rt = p.add_argument_group("runtime")
-    rt.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
+    rt.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                    help="auto = CUDA when present, else CPU (env CLMLF_DEVICE, default auto)")
     rt.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                     help="bfloat16 autocast (CUDA, or a CPU with native bf16; preset: on for default)")
-    rt.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    rt.add_argument("--workers", type=int, metavar="N", default=int(env_default("CLMLF_TRAIN_WORKERS", 0)),
+    rt.add_argument("--compile", action="store_true", default=None, help="torch.compile the training step")
+    rt.add_argument("--workers", type=int, metavar="N",
                     help="data loader processes (default 0)")
     rt.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
-    rt.add_argument("--no-text-cache", action="store_true", help="do not memoise the frozen text encoder's states")
-    rt.add_argument("--image-cache", action="store_true",
+    rt.add_argument("--no-text-cache", dest="cache_text", action="store_false", default=None, help="do not memoise the frozen text encoder's states")
+    rt.add_argument("--image-cache", dest="cache_images", action="store_true", default=None,
                     help="memoise the frozen image encoder's feature maps (with --no-image-augment)")
     rt.add_argument("--text-cache-file", metavar="FILE", help="read/write the frozen text encoder's states here (reused across runs)")
-    rt.add_argument("--eval-batch-size", type=int, metavar="N", default=64)
-    rt.add_argument("--save-every", type=int, metavar="N", default=0, help="also write OUT/resume every N steps")
-    rt.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rt.add_argument("--eval-batch-size", type=int, metavar="N", help="samples per evaluation batch (default 64)")
+    rt.add_argument("--save-every", type=int, metavar="N", help="also write OUT/resume every N steps")
+    rt.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bars")
     rt.add_argument("--log-level", metavar="LEVEL", default=env_default("LOG_LEVEL", "INFO"))
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from clmlf.process_settings import settings_from_args
     from clmlf.training.config import TrainConfig
 
     setup_logging(args.log_level)
-    if not args.data_root:
-        parser.error("--data-root is required (or set CLMLF_DATA_ROOT)")
-    values = {
-        "preset": args.preset, "data_root": args.data_root, "out": args.out,
-        "text_encoder": args.text_encoder, "image_encoder": args.image_encoder, "image_weights": args.image_weights,
-        "fusion_dim": args.fusion_dim, "fusion_layers": args.fusion_layers, "image_layers": args.image_layers,
-        "max_text_len": args.max_text_len, "image_size": args.image_size, "epochs": args.epochs,
-        "stage1_epochs": args.stage1_epochs, "max_steps": args.max_steps, "batch_size": args.batch_size,
-        "grad_accum": args.grad_accum, "lr": args.lr, "text_lr": args.text_lr, "weight_decay": args.weight_decay,
-        "temperature": args.temperature, "lbcl_weight": args.lbcl_weight, "dbcl_weight": args.dbcl_weight,
-        "lbcl": args.lbcl, "dbcl": args.dbcl, "lbcl_form": args.lbcl_form, "dbcl_form": args.dbcl_form,
-        "logit_adjustment": args.logit_adjustment, "holdout_fraction": args.holdout_fraction,
-        "translation_view": args.translation_view,
-        "oversample": dict(args.oversample) if args.oversample else None, "text_train_layers": args.text_train_layers,
-        "length_bucketing": args.length_bucketing, "prior_shift": args.prior_shift,
-        "lr_schedule": args.lr_schedule,
-        "selection_metric": args.selection_metric, "seed": args.seed, "resume": args.resume,
-        "distractor_rate": args.distractor_rate, "use_images": args.images,
-        "image_augment": not args.no_image_augment, "cache_images": args.image_cache, "limit_train": args.limit_train,
-        "device": args.device, "amp": args.amp, "compile": args.compile, "workers": args.workers,
-        "threads": args.threads, "cache_text": not args.no_text_cache,
-        "text_cache_file": args.text_cache_file, "eval_batch_size": args.eval_batch_size,
-        "save_every": args.save_every, "progress": not args.no_progress,
-    }
-    config = build_config(parser, TrainConfig, values)
+    config = settings_from_args(parser, TrainConfig, args)
     return run_training(config, parser)
 
 

@@ -57,8 +57,8 @@ def iter_lines(stream: BinaryIO) -> Iterator[bytes]:
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from clmlf.process_settings import settings_from_args
     from consumers.config import KafkaTarget
-    from monitor.settings import settings_from_args
 
     target = settings_from_args(parser, KafkaTarget, args)
     bootstrap, topic, security = target.bootstrap, target.topic, target.security

@@ -10,6 +10,7 @@ import threading
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from clmlf.process_settings import settings_from_args
 from clmlf.settings import setup_logging
 from monitor.alert_settings import AlertOptions, add_alert_arguments
 from monitor.settings import (
@@ -19,7 +20,6 @@ from monitor.settings import (
     add_log_level_argument,
     add_redis_arguments,
     add_retention_arguments,
-    settings_from_args,
 )
 
 log = logging.getLogger("monitor.alerter")

@@ -8,7 +8,8 @@ import sys
 
 from pydantic import Field
 
-from monitor.settings import RedisOptions, add_redis_arguments, settings_from_args
+from clmlf.process_settings import settings_from_args
+from monitor.settings import RedisOptions, add_redis_arguments
 
 EXAMPLES = """examples:
   clmlf-monitor alerts --redis redis://localhost:6379/0 --json

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from clmlf.process_settings import settings_from_args
 from contract.posts import MAX_TOPIC_CHARS, canonical_topic
 from monitor.settings import (
     Duration,
@@ -17,7 +18,6 @@ from monitor.settings import (
     RetentionOptions,
     add_redis_arguments,
     add_retention_arguments,
-    settings_from_args,
 )
 
 EXAMPLES = """examples:

@@ -12,6 +12,7 @@ from types import FrameType
 
 from pydantic import Field, SecretStr
 
+from clmlf.process_settings import settings_from_args
 from clmlf.settings import setup_logging
 from monitor.settings import (
     Duration,
@@ -21,7 +22,6 @@ from monitor.settings import (
     add_log_level_argument,
     add_redis_arguments,
     add_retention_arguments,
-    settings_from_args,
 )
 
 log = logging.getLogger("monitor.serve")
