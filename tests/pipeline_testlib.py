@@ -1,4 +1,5 @@
-"""Helpers for the pipeline integration tests: posts, producing, members, reading results."""
+"""Helpers for the pipeline integration tests: posts, producing, members (subprocess or in-process),
+the tiny predictor (also slowed down), reading results."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -102,6 +104,55 @@ class Member:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
+
+
+def tiny_predictor(checkpoint: Any) -> Any:
+    """The tiny checkpoint's predictor on CPU, one torch thread (the tests share two cores)."""
+    import torch
+
+    from clmlf.serving.inference import Predictor
+
+    torch.set_num_threads(1)
+    return Predictor.from_checkpoint(checkpoint, "cpu")
+
+
+class SlowPredictor:
+    """A predictor ``delay`` seconds slower per batch: a model that cannot keep up, or work surely in
+    flight when a rebalance or a network cut comes."""
+
+    def __init__(self, inner: Any, delay: float) -> None:
+        self._inner, self._delay = inner, delay
+        self.model_name, self.preprocessor, self.device = inner.model_name, inner.preprocessor, inner.device
+
+    def predict(self, items, batch_size=None):
+        time.sleep(self._delay)
+        return self._inner.predict(items, batch_size=batch_size)
+
+
+class InProcessMember:
+    """One member assembled in this process (no interpreter + model start-up per member), run on a thread
+    that starts at once; ``settings`` are :class:`consumers.config.RunConfig` fields over test defaults."""
+
+    def __init__(self, checkpoint: Any, predictor: Any = None, serve_http: bool = False, **settings: Any) -> None:
+        from consumers.assembly import assemble
+        from consumers.config import RunConfig
+
+        defaults = dict(group="g", max_batch=8, max_wait_ms=10, metrics_port=0, session_timeout_ms=3000,
+                        alert_interval=0)
+        config = RunConfig(**{**defaults, **settings})
+        self.member = assemble(config, predictor=predictor or tiny_predictor(checkpoint), serve_http=serve_http)
+        self.pipeline = self.member.pipeline
+        self.status: list[int] = []
+        self.thread = threading.Thread(target=lambda: self.status.append(self.member.run()), daemon=True)
+        self.thread.start()
+
+    def metric(self, name: str) -> float:
+        return metric_sum(self.member.metrics.render().decode(), name)
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        self.thread.join(timeout=60)
+        self.member.close()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, poll: float = 0.2) -> None:

@@ -6,7 +6,16 @@ import threading
 import time
 
 import pytest
-from pipeline_testlib import counted_total, create_topic, make_posts, produce, store_for, stored_ids
+from pipeline_testlib import (
+    SlowPredictor,
+    counted_total,
+    create_topic,
+    make_posts,
+    produce,
+    store_for,
+    stored_ids,
+    tiny_predictor,
+)
 
 from consumers.assembly import assemble
 from consumers.config import RunConfig
@@ -14,32 +23,15 @@ from consumers.config import RunConfig
 pytestmark = pytest.mark.integration
 
 
-class SlowPredictor:
-    """The tiny predictor, 30 ms slower per batch (a model that cannot keep up)."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.model_name, self.preprocessor, self.device = inner.model_name, inner.preprocessor, inner.device
-
-    def predict(self, items, batch_size=None):
-        time.sleep(0.03)
-        return self._inner.predict(items, batch_size=batch_size)
-
-
 def test_in_flight_posts_stay_bounded_while_the_model_lags(broker, redis_server, tiny_checkpoint, unique_name):
-    import torch
-
-    from clmlf.serving.inference import Predictor
-
-    torch.set_num_threads(1)
     topic, n, limit = unique_name, 150, 8
     create_topic(broker, topic, 2)
     produce(broker.bootstrap, topic, make_posts(n))
     config = RunConfig(bootstrap=broker.bootstrap, topic=topic, group="g", redis_url=redis_server.url,
                        redis_prefix=unique_name, max_batch=4, max_wait_ms=5, max_in_flight=limit,
                        exit_when_idle=2.0, metrics_port=0, session_timeout_ms=6000)
-    assembled = assemble(config, predictor=SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint, "cpu")),
-                         serve_http=False)
+    # 30 ms slower per batch: a model that cannot keep up.
+    assembled = assemble(config, predictor=SlowPredictor(tiny_predictor(tiny_checkpoint), 0.03), serve_http=False)
     registry = assembled.metrics.registry
     seen: list[float] = []
     done = threading.Event()

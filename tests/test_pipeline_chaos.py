@@ -16,22 +16,22 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any
 
 import pytest
 from pipeline_testlib import (
+    InProcessMember,
+    SlowPredictor,
     committed_offsets,
     counted_total,
     create_topic,
     make_posts,
-    metric_sum,
     produce,
     store_for,
     stored_ids,
+    tiny_predictor,
     wait_until,
 )
 from tcp_proxy import TcpProxy
@@ -47,36 +47,6 @@ def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
-
-
-class InProcessMember:
-    """One member assembled in this process (no interpreter + model start-up per member), run on a thread."""
-
-    def __init__(self, checkpoint: Any, predictor: Any = None, serve_http: bool = False, **settings: Any) -> None:
-        import torch
-
-        from clmlf.serving.inference import Predictor
-        from consumers.assembly import assemble
-        from consumers.config import RunConfig
-
-        torch.set_num_threads(1)
-        defaults = dict(group="g", max_batch=8, max_wait_ms=10, metrics_port=0, session_timeout_ms=3000,
-                        alert_interval=0)
-        config = RunConfig(**{**defaults, **settings})
-        self.member = assemble(config, predictor=predictor or Predictor.from_checkpoint(checkpoint, "cpu"),
-                               serve_http=serve_http)
-        self.pipeline = self.member.pipeline
-        self.status: list[int] = []
-        self.thread = threading.Thread(target=lambda: self.status.append(self.member.run()), daemon=True)
-        self.thread.start()
-
-    def metric(self, name: str) -> float:
-        return metric_sum(self.member.metrics.render().decode(), name)
-
-    def stop(self) -> None:
-        self.pipeline.stop()
-        self.thread.join(timeout=60)
-        self.member.close()
 
 
 @pytest.mark.timeout(600)
@@ -169,29 +139,10 @@ def test_hung_redis_fails_readyz_in_time_and_the_stop_keeps_the_grace(broker, pr
             member.stop()
 
 
-class _SlowPredictor:
-    """The tiny predictor, 1.5 s per batch: posts are surely in flight when the network is cut."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.model_name, self.preprocessor, self.device = inner.model_name, inner.preprocessor, inner.device
-
-    def predict(self, items, batch_size=None):
-        time.sleep(1.5)
-        return self._inner.predict(items, batch_size=batch_size)
-
-
 def test_work_finished_before_lost_partitions_is_committed_and_the_stop_says_the_truth(
         redis_server, tiny_checkpoint, unique_name, caplog):
     """Finding 7: after lost partitions, --exit-when-idle logged "offsets committed" though the
     finished work had never been committed."""
-    import torch
-
-    from clmlf.serving.inference import Predictor
-    from consumers.assembly import assemble
-    from consumers.config import RunConfig
-
-    torch.set_num_threads(1)
     topic, n = "posts", 8
     proxy = TcpProxy()
     with LocalBroker(advertised_port=proxy.port) as broker:
@@ -200,23 +151,19 @@ def test_work_finished_before_lost_partitions_is_committed_and_the_stop_says_the
         try:
             create_topic(broker, topic, 1)
             produce(broker.bootstrap, topic, make_posts(n))
-            config = RunConfig(bootstrap=f"127.0.0.1:{proxy.port}", topic=topic, group="g",
-                               redis_url=redis_server.url, redis_prefix=unique_name, max_batch=n, max_wait_ms=5,
-                               metrics_port=0, session_timeout_ms=3000, alert_interval=0, exit_when_idle=8.0)
-            member = assemble(config, predictor=_SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint, "cpu")),
-                              serve_http=False)
-            status: list[int] = []
-            thread = threading.Thread(target=lambda: status.append(member.run()), daemon=True)
             caplog.set_level(logging.INFO, logger="consumers.pipeline")
-            thread.start()
+            # The tiny predictor, 1.5 s per batch: posts are surely in flight when the network is cut.
+            member = InProcessMember(tiny_checkpoint, predictor=SlowPredictor(tiny_predictor(tiny_checkpoint), 1.5),
+                                     bootstrap=f"127.0.0.1:{proxy.port}", topic=topic, redis_url=redis_server.url,
+                                     redis_prefix=unique_name, max_batch=n, max_wait_ms=5, exit_when_idle=8.0)
             wait_until(lambda: member.pipeline.tracker.pending() == n, 60, "all posts to be in flight")
             proxy.cut()  # the batch finishes and is stored, but its commit cannot reach the broker
             store = store_for(redis_server.url, unique_name)
             wait_until(lambda: counted_total(store, "brand") == n, 30, "the batch to be stored")
             time.sleep(4.5)  # past the 3 s session timeout: the group drops the member, its partition is lost
             proxy.restore()
-            thread.join(timeout=120)
-            assert status == [0]
+            member.thread.join(timeout=120)
+            assert member.status == [0]
             committed = committed_offsets(broker.bootstrap, "g", topic)
             stop_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stopped")]
             assert stop_lines, "no stop message"
@@ -227,6 +174,5 @@ def test_work_finished_before_lost_partitions_is_committed_and_the_stop_says_the
             assert committed == {0: n}, (committed, stop_lines)  # the work redone by nobody is committed
         finally:
             if member is not None:
-                member.pipeline.stop()
-                member.close()
+                member.stop()
             proxy.close()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import signal
-import threading
-import time
 import urllib.request
 
 import pytest
 from pipeline_testlib import (
+    InProcessMember,
     Member,
+    SlowPredictor,
     committed_offsets,
     counted_total,
     create_topic,
@@ -18,6 +18,7 @@ from pipeline_testlib import (
     produce,
     store_for,
     stored_ids,
+    tiny_predictor,
     wait_until,
 )
 
@@ -68,67 +69,36 @@ def test_two_members_split_partitions_and_one_takes_over(tmp_path, broker, redis
             member.stop()
 
 
-class _SlowPredictor:
-    """The tiny predictor, 40 ms slower per batch, so work is still in flight when a rebalance comes."""
-
-    def __init__(self, inner) -> None:
-        self._inner = inner
-        self.model_name, self.preprocessor, self.device = inner.model_name, inner.preprocessor, inner.device
-
-    def predict(self, items, batch_size=None):
-        time.sleep(0.04)
-        return self._inner.predict(items, batch_size=batch_size)
-
-
 def test_a_member_joining_mid_stream_takes_partitions_and_nothing_counts_twice(broker, redis_server,
                                                                               tiny_checkpoint, unique_name):
-    import torch
-
-    from clmlf.serving.inference import Predictor
-    from consumers.assembly import assemble
-    from consumers.config import RunConfig
-
-    torch.set_num_threads(1)
     topic, n = unique_name, 400
     create_topic(broker, topic, 4)
     posts = make_posts(n)
     produce(broker.bootstrap, topic, posts)
     store = store_for(redis_server.url, unique_name)
-    predictor = _SlowPredictor(Predictor.from_checkpoint(tiny_checkpoint, "cpu"))
+    # 40 ms slower per batch, so work is still in flight when the rebalance comes.
+    predictor = SlowPredictor(tiny_predictor(tiny_checkpoint), 0.04)
     # A group of its own: Tansu can leave a group stuck after a rebalance cut short, and the
     # session broker is shared with the other tests.
-    config = RunConfig(bootstrap=broker.bootstrap, topic=topic, group=unique_name, redis_url=redis_server.url,
-                       redis_prefix=unique_name, max_batch=4, max_wait_ms=5, max_in_flight=16,
-                       metrics_port=0, session_timeout_ms=6000, alert_interval=0,
-                       exit_when_idle=5.0)  # longer than a rebalance on Tansu (~3 s without partitions)
-    members = [assemble(config, predictor=predictor, serve_http=False)]
-    statuses: dict[int, int] = {}
-
-    def start(index: int) -> threading.Thread:
-        thread = threading.Thread(target=lambda: statuses.__setitem__(index, members[index].run()), daemon=True)
-        thread.start()
-        return thread
-
-    threads = [start(0)]
+    settings = dict(bootstrap=broker.bootstrap, topic=topic, group=unique_name, redis_url=redis_server.url,
+                    redis_prefix=unique_name, max_batch=4, max_wait_ms=5, max_in_flight=16,
+                    metrics_port=0, session_timeout_ms=6000, alert_interval=0,
+                    exit_when_idle=5.0)  # longer than a rebalance on Tansu (~3 s without partitions)
+    members = [InProcessMember(tiny_checkpoint, predictor=predictor, **settings)]
     try:
         wait_until(lambda: counted_total(store, "brand") >= 40, 60, "the first member to count posts")
         # The newcomer makes the first member give up partitions with posts in flight (dropped there,
         # redone by the new owner).  Tansu's rebalances are slow and sometimes only complete once the
         # first member leaves, so the split itself is not asserted, only its outcome.
         assert counted_total(store, "brand") < n, "everything was done before the rebalance; raise n"
-        members.append(assemble(config, predictor=predictor, serve_http=False))
-        threads.append(start(1))
-        for thread in threads:
-            thread.join(timeout=120)
-        assert statuses == {0: 0, 1: 0}
+        members.append(InProcessMember(tiny_checkpoint, predictor=predictor, **settings))
+        for member in members:
+            member.thread.join(timeout=120)
+        assert [member.status for member in members] == [[0], [0]]
     finally:
         for member in members:
-            member.pipeline.stop()
-        for thread in threads:
-            thread.join(timeout=30)
-        for member in members:
-            member.close()
-    processed = [metric_sum(m.metrics.render().decode(), "clmlf_posts_processed_total") for m in members]
+            member.stop()
+    processed = [member.metric("clmlf_posts_processed_total") for member in members]
     assert counted_total(store, "brand") == n, (processed, len(stored_ids(store)),
                                                 {p["id"] for p in posts} - stored_ids(store))
     assert stored_ids(store) == {p["id"] for p in posts}

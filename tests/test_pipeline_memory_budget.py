@@ -27,6 +27,7 @@ from pipeline_testlib import (
     produce,
     store_for,
     stored_ids,
+    tiny_predictor,
     wait_until,
 )
 
@@ -42,15 +43,6 @@ def bomb_b64() -> str:
     buf = io.BytesIO()
     Image.new("RGBA", (BOMB_SIDE, BOMB_SIDE), (20, 200, 40, 128)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def tiny_predictor(checkpoint):
-    import torch
-
-    from clmlf.serving.inference import Predictor
-
-    torch.set_num_threads(1)
-    return Predictor.from_checkpoint(checkpoint, "cpu")
 
 
 def test_bombs_under_the_cap_are_decoded_one_budget_at_a_time(broker, redis_server, tiny_checkpoint,
