@@ -63,7 +63,7 @@ def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, b
         raise ValueError(f"probe/{split}: no post with an image and a face record")
     model = loaded.model.to(device).eval()
     special = set(loaded.preprocessor.tokenizer.all_special_ids)
-    first_head, all_heads, uniform, image_mass = [], [], [], []
+    first_head, all_heads, uniform, image_mass, first_token = [], [], [], [], []
     per_layer: list[list[float]] = []
     pooling_face, pooling_image = [], []
     captured: list = []
@@ -93,6 +93,7 @@ def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, b
             first_head.append(float(shares[-1][0].mean()))
             all_heads.append(float(shares[-1].mean()))
             per_layer.append([float(x.mean()) for x in shares])
+            first_token.append(float(_face_share(weights[b], [0], n_text, face).mean()))
             uniform.append(float(face.sum()) / n_patches)
             if pool is not None:
                 patch_pool = pool[b, n_text + 1 :]
@@ -110,6 +111,8 @@ def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, b
         "ratio_all_heads": float(all_a.mean() / uni_a.mean()),
         "median_per_post_ratio_all_heads": float(np.median(all_a / uni_a)),
         "text_attention_on_image": float(np.mean(image_mass)),
+        # The first text token ([CLS]) is what "cls" pooling classifies; the text-token figures above skip it.
+        "ratio_first_token": float(np.mean(first_token) / uni_a.mean()),
         "ratio_all_heads_per_layer": [float(v) for v in np.asarray(per_layer).mean(0) / uni_a.mean()],
         "pooling_share_on_image": float(np.mean(pooling_image)) if pooling_image else None,
         "pooling_face_share": float(np.mean(pooling_face)) if pooling_face else None,
@@ -183,7 +186,8 @@ def format_attention(result: dict, name: str) -> str:
         f"median per post {result['median_per_post_ratio_all_heads']:.2f}x)\n"
         f"text tokens' attention mass on image tokens (before renormalising): {result['text_attention_on_image']:.4f}\n"
         f"mean over heads per fusion layer (first to last): "
-        f"{', '.join(f'{r:.2f}x' for r in result['ratio_all_heads_per_layer'])}"
+        f"{', '.join(f'{r:.2f}x' for r in result['ratio_all_heads_per_layer'])}\n"
+        f"first text token ([CLS], what cls pooling classifies), mean over heads: {result['ratio_first_token']:.2f}x uniform"
         + ("" if result["pooling_face_share"] is None else
            f"\nattention pooling: {result['pooling_share_on_image']:.4f} of its mass on image tokens; of the patch "
            f"part, {result['pooling_face_share']:.4f} on the face ({result['pooling_ratio']:.2f}x uniform)")
