@@ -23,7 +23,6 @@ from consumers.loop_settings import LoopSettings
 from consumers.metrics import PipelineMetrics
 from consumers.pipeline import Pipeline
 from consumers.sinks import SinkWriter, kafka_is_down, redis_is_down
-from consumers.text_only_stage import TextOnlyStage
 from consumers.work import WorkItem
 from consumers.worker import ModelWorker
 from monitor.alert_loop import AlertLoop
@@ -81,15 +80,10 @@ def load_predictor(config: RunConfig) -> Any:
                                      precision=config.precision)
 
 
-def predict_fn(predictor: Any):
-    """Adapter: work items -> the predictor's inference items (one forward per micro-batch)."""
-    from clmlf.serving.inference import InferenceItem
-
+def predict_fn(labeller: Any):
+    """Adapter: work items -> the labelling core's predict (one forward per micro-batch)."""
     def predict(items: Sequence[WorkItem]) -> list[Any]:
-        return predictor.predict(
-            [InferenceItem(text=it.post.text, aspect=it.post.aspect, image=it.image) for it in items],
-            batch_size=len(items),
-        )
+        return labeller.predict([it.post for it in items], [it.image for it in items], batch_size=len(items))
 
     return predict
 
@@ -134,20 +128,13 @@ def fetch_bytes_for(max_in_flight_bytes: int) -> int:
     return max(1 << 20, min(50 << 20, max_in_flight_bytes // 16))
 
 
-def image_decoder(preprocessor: Any, max_image_pixels: int) -> Any:
-    """Untrusted image bytes -> model tensor, refusing images over ``max_image_pixels``."""
-    def decode(data: bytes) -> Any:
-        return preprocessor.image_from_bytes(data, max_pixels=max_image_pixels)
-
-    return decode
-
-
 def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineMetrics | None = None,
              serve_http: bool = True) -> Assembled:
     """Everything a ``run`` member needs, wired, not started."""
     import redis
 
     from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.serving.labelling import Labeller
     from monitor import redis_client as monitor_redis
     from monitor.store import SentimentStore
 
@@ -178,29 +165,25 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     def count_image(outcome: str) -> None:
         metrics.image_fetch.labels(outcome=outcome).inc()
 
-    preprocessor = predictor.preprocessor
-    images: ImageStage | TextOnlyStage
-    if preprocessor.config.trained_with_images:
-        budget = DecodeBudget(config.max_decode_pixels, on_change=metrics.decode_pixels.set)
-        images = ImageStage(ready, fetcher.post_image_bytes, image_decoder(preprocessor, config.max_image_pixels),
-                            config.image_workers, count_image, budget=budget,
-                            decoded_pixels=preprocessor.decoded_pixels)
-    else:  # a text-only checkpoint: images are neither fetched nor decoded ("image": "ignored")
+    labeller = Labeller.for_predictor(
+        predictor, fetcher.post_image_bytes, max_image_pixels=config.max_image_pixels,
+        budget=DecodeBudget(config.max_decode_pixels, on_change=metrics.decode_pixels.set))
+    if not labeller.uses_images:  # a text-only checkpoint: images are neither fetched nor decoded ("ignored")
         log.info("model %s was trained without images: post images are ignored", predictor.model_name)
-        images = TextOnlyStage(ready, count_image)
+    images = ImageStage(ready, labeller.images, config.image_workers, count_image)
 
     def observe(size: int, seconds: float) -> None:
         metrics.batch_size.observe(size)
         metrics.inference_seconds.observe(seconds)
 
-    worker = ModelWorker(ready, sink_queue, completions.put, predict_fn(predictor), config.max_batch,
+    worker = ModelWorker(ready, sink_queue, completions.put, predict_fn(labeller), config.max_batch,
                          config.max_wait_ms / 1000.0, observe)
     sink = SinkWriter(sink_queue, completions.put, store, predictor.model_name, metrics,
                       redis_errors=redis_is_down,
                       output=producer if config.output_topic else None, output_topic=config.output_topic,
                       kafka_errors=kafka_is_down)
     dlq = DeadLetterWriter(producer, on_error=lambda: metrics.sink_errors.labels(sink="dlq").inc())
-    image_size = int(preprocessor.config.image_size)
+    image_size = int(predictor.preprocessor.config.image_size)
     settings = LoopSettings(topic=config.topic, dlq_topic=config.dlq_topic, max_in_flight=config.max_in_flight,
                             exit_when_idle=config.exit_when_idle, shutdown_grace=config.shutdown_grace,
                             max_in_flight_bytes=config.max_in_flight_bytes,

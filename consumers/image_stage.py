@@ -1,15 +1,14 @@
-"""Image stage: fetch + decode post images on a bounded thread pool beside the model.
+"""Image stage: resolve post images on a bounded thread pool beside the model.
 
-Posts without an image go straight to the ready queue; posts with one are
-fetched (inline base64 or URL, via the image fetcher) and decoded on
-``workers`` threads while the model worker keeps running batches, then join the
-ready queue.  Before decoding, a worker reserves the pixels the image will
-decode to (from its header) from the shared :class:`~consumers.decode_budget.DecodeBudget`
-and holds them until the image is a model tensor, so the workers together never
-decode more than the budget at once.  Any failure (blocked address, timeout, too
-large, not an image, decompression bomb) leaves the post text-only with
-``image = "failed"``; the outcome is counted.  Work whose partition lease was
-revoked is skipped.
+What a post's image becomes is the labelling core's decision
+(:class:`clmlf.serving.labelling.ImageResolver`): fetched (inline base64 or URL) and
+decoded within the decode budget (``used``), ``failed`` (blocked address, timeout, too
+large, not an image, decompression bomb: the post goes on text-only), ``none`` (no
+image) or, for a model trained without images, ``ignored`` (never fetched nor decoded).
+This stage only runs it where it belongs: posts that need no fetch (no image, or a
+text-only model) go straight to the ready queue; the others are resolved on
+``workers`` threads while the model worker keeps running batches, then join the ready
+queue. Every outcome is counted; work whose partition lease was revoked is skipped.
 """
 
 from __future__ import annotations
@@ -19,32 +18,21 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from consumers.decode_budget import DecodeBudget
+from clmlf.serving.labelling import ImageResolver, ResolvedImage
 from consumers.work import WorkItem
-from contract.posts import Post
 
-FetchBytes = Callable[[Post], bytes | None]
-DecodeImage = Callable[[bytes], Any]
-DecodedPixels = Callable[[bytes], int]
 log = logging.getLogger(__name__)
 
 
 class ImageStage:
     """Turns polled posts into ready posts (image tensor attached or status set)."""
 
-    def __init__(self, ready: queue.Queue[WorkItem], fetch: FetchBytes, decode: DecodeImage, workers: int,
-                 count_outcome: Callable[[str], None], budget: DecodeBudget | None = None,
-                 decoded_pixels: DecodedPixels | None = None) -> None:
-        """``budget`` + ``decoded_pixels`` (header -> pixels): decode only within the budget."""
-        if (budget is None) != (decoded_pixels is None):
-            raise ValueError("give both budget and decoded_pixels, or neither")
+    def __init__(self, ready: queue.Queue[WorkItem], resolve: ImageResolver, workers: int,
+                 count_outcome: Callable[[str], None]) -> None:
         self._ready = ready
-        self._fetch = fetch
-        self._decode = decode
-        self.budget = budget
-        self._pixels = decoded_pixels
+        self.resolve = resolve
+        self.budget = resolve.budget
         self._count = count_outcome
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image")
         self._in_progress = 0
@@ -55,8 +43,8 @@ class ImageStage:
         return self._in_progress
 
     def submit(self, item: WorkItem) -> None:
-        if not item.post.has_image_source:
-            self._count("none")
+        if not self.resolve.needs_io(item.post):  # no image, or one a text-only model ignores
+            self._attach(item, self.resolve(item.post))
             self._ready.put(item)
             return
         with self._lock:
@@ -68,8 +56,7 @@ class ImageStage:
             if item.lease.revoked:
                 return
             try:
-                item.image, item.image_status, outcome = self._load(item.post)
-                self._count(outcome)
+                self._attach(item, self.resolve(item.post))
             except Exception as exc:  # never lose the post: it goes on text-only
                 log.warning("image stage failed on post %r: %s", item.post.id, type(exc).__name__)
                 item.image, item.image_status = None, "failed"
@@ -79,20 +66,9 @@ class ImageStage:
             with self._lock:
                 self._in_progress -= 1
 
-    def _load(self, post: Post) -> tuple[Any, str, str]:
-        """(tensor or None, image status, outcome label)."""
-        try:
-            data = self._fetch(post)
-            if data is None:
-                return None, "none", "none"
-            if self.budget is None or self._pixels is None:
-                return self._decode(data), "used", "used"
-            with self.budget.reserve(self._pixels(data)):
-                return self._decode(data), "used", "used"
-        except Exception as exc:  # every image failure degrades the post to text-only
-            reason = getattr(exc, "reason", None) or type(exc).__name__
-            log.debug("image of post %r failed: %s", post.id, exc)
-            return None, "failed", str(reason)
+    def _attach(self, item: WorkItem, image: ResolvedImage) -> None:
+        item.image, item.image_status = image.tensor, image.status
+        self._count(image.outcome)
 
     def close(self, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -40,7 +40,6 @@ from consumers.offsets import OffsetTracker
 from consumers.positions import refresh_lag, rewind_to_committed, seek_partition
 from consumers.rebalance import RebalanceListener, partition_names
 from consumers.sinks import SinkWriter
-from consumers.text_only_stage import TextOnlyStage
 from consumers.work import DeadLetter, Done, WorkItem, post_bytes
 from consumers.worker import ModelWorker
 from contract.posts import InvalidPost, parse_post
@@ -55,7 +54,7 @@ STARTUP_READY_WINDOW = 60.0  # /readyz tolerates no assignment for this long aft
 class Pipeline:
     """Wires consumer -> image stage -> model worker -> sink writer and runs the consumer loop."""
 
-    def __init__(self, settings: LoopSettings, consumer: Any, dlq: DeadLetterWriter, images: ImageStage | TextOnlyStage,
+    def __init__(self, settings: LoopSettings, consumer: Any, dlq: DeadLetterWriter, images: ImageStage,
                  ready: queue.Queue, worker: ModelWorker, sink_queue: queue.Queue, sink: SinkWriter,
                  completions: queue.Queue, metrics: PipelineMetrics) -> None:
         self.settings = settings

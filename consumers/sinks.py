@@ -1,7 +1,8 @@
 """Sinks: write each labelled batch durably, then report its offsets as done.
 
 :class:`SinkWriter` is a thread that takes ``(items, predictions)`` from the
-model worker, builds the CONTRACT.md result records, writes them to Redis
+model worker, builds the CONTRACT.md result records (the labelling core's
+:func:`~clmlf.serving.labelling.result_record`), writes them to Redis
 through the monitor's idempotent store (one atomic script call per batch),
 optionally publishes them to the output topic (key = post id, waiting for the
 broker's acknowledgement), updates metrics, and only then emits
@@ -29,9 +30,10 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_when_event_set, wait_exponential_jitter
 
+from clmlf.serving.labelling import result_record
 from consumers.metrics import PipelineMetrics
 from consumers.work import DeadLetter, Done, WorkItem
-from contract.posts import ResultRecord, build_result
+from contract.posts import ResultRecord
 from monitor.store import WriteReport
 
 log = logging.getLogger(__name__)
@@ -168,8 +170,8 @@ class SinkWriter(threading.Thread):
         ready = []
         for item, pred in live:
             try:
-                result = build_result(item.post, pred.label, pred.scores, event_time=item.event_time,
-                                      processed_at=now, model=self._model_name, image=item.image_status)
+                result = result_record(item.post, pred, image=item.image_status, model=self._model_name,
+                                       received_at=item.record_time, processed_at=now)
                 result.to_json().encode("utf-8")  # what the store and the output topic will need
             except Exception as exc:
                 self._dead_letter(item, "result_failed", describe(exc))

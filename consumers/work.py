@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from clmlf.serving.labelling import event_time
 from consumers.offsets import PartitionLease
 from contract.posts import ImageStatus, Post
 
@@ -28,7 +29,7 @@ class WorkItem:
 
     @property
     def event_time(self) -> float:
-        return self.post.created_at if self.post.created_at is not None else self.record_time
+        return event_time(self.post, self.record_time)
 
     @property
     def text_length(self) -> int:

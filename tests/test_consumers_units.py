@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from clmlf.serving.labelling import ImageResolver
 from clmlf.settings import OneLineArgumentParser
 from consumers.config import RunConfig, add_run_arguments, run_config_from_args
 from consumers.dlq import REASON_HEADER, DeadLetterWriter, dlq_envelope
@@ -226,7 +227,7 @@ def test_image_stage_marks_outcomes_and_never_drops_a_post():
         return b"bytes" if post.has_image_source else None
 
     ready, outcomes = queue.Queue(), []
-    stage = ImageStage(ready, fetch, lambda data: "TENSOR", 2, outcomes.append)
+    stage = ImageStage(ready, ImageResolver(fetch, lambda data: "TENSOR"), 2, outcomes.append)
     stage.submit(item("text"))
     stage.submit(item("img", image_url="http://example.com/a.png"))
     stage.submit(item("slow", image_url="http://example.com/b.png"))
@@ -411,7 +412,7 @@ def test_image_stage_never_loses_a_post_when_counting_fails():
     def count(outcome):
         raise KeyError(outcome)
     ready = queue.Queue()
-    stage = ImageStage(ready, lambda post: b"bytes", lambda data: "TENSOR", 1, count)
+    stage = ImageStage(ready, ImageResolver(lambda post: b"bytes", lambda data: "TENSOR"), 1, count)
     stage.submit(item("img", image_url="http://example.com/a.png"))
     stage.close(wait=True)
     got = ready.get_nowait()

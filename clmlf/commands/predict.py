@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -26,11 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from clmlf.settings import add_precision_arguments, build_config, env_default, env_flag, setup_logging
 
 if TYPE_CHECKING:
-    from torch import Tensor
-
     from clmlf.fetch.image_fetch import ImageFetcher
     from clmlf.serving.inference import Predictor
-    from contract.posts import ImageStatus, Post
+    from contract.posts import InvalidPost, ResultRecord
 
 log = logging.getLogger("clmlf.predict")
 
@@ -170,14 +167,19 @@ def predict_stream(
     progress: bool = True,
     total: int | None = None,
 ) -> dict[str, int]:
-    """Read ``source`` chunk by chunk and write one JSON line per input line to ``sink``."""
+    """Read ``source`` chunk by chunk and write one JSON line per input line to ``sink``
+    (labelled by :class:`clmlf.serving.labelling.Labeller`, images resolved on ``pool``)."""
     from tqdm import tqdm
 
+    from clmlf.serving.labelling import Labeller
+
+    labeller = Labeller.for_predictor(predictor, fetcher.post_image_bytes, failure_level=logging.WARNING)
     stats = {"posts": 0, "bad_lines": 0, "failed_images": 0, "ignored_images": 0}
     with tqdm(total=total, unit="post", desc="predict", file=sys.stderr, disable=not progress or None) as bar:
         for first_line, lines in _chunks(source, CHUNK_LINES):
-            for line in _label_chunk(first_line, lines, predictor, fetcher, pool, stats):
-                sink.write(line + "\n")
+            outcomes = labeller.label(lines, pool.map)
+            for number, (raw, outcome) in enumerate(zip(lines, outcomes, strict=True), start=first_line):
+                sink.write(_output_line(raw, number, outcome, stats) + "\n")
             sink.flush()
             bar.update(len(lines))
     return stats
@@ -196,72 +198,18 @@ def _chunks(source: IO[bytes], size: int) -> Iterator[tuple[int, list[bytes]]]:
         yield first, chunk
 
 
-def _label_chunk(
-    first_line: int,
-    lines: list[bytes],
-    predictor: Predictor,
-    fetcher: ImageFetcher,
-    pool: ThreadPoolExecutor,
-    stats: dict[str, int],
-) -> list[str]:
-    from clmlf.serving.inference import InferenceItem
-    from contract.posts import InvalidPost, build_result, parse_post
+def _output_line(raw: bytes, number: int, outcome: ResultRecord | InvalidPost, stats: dict[str, int]) -> str:
+    """Input line ``number``'s output line: its result record, or its error record (logged)."""
+    from contract.posts import InvalidPost
 
-    out: list[str | None] = [None] * len(lines)
-    posts: list[tuple[int, Post]] = []
-    for offset, raw in enumerate(lines):
-        try:
-            posts.append((offset, parse_post(raw)))
-        except InvalidPost as exc:
-            number = first_line + offset
-            log.warning("line %d: skipped, %s: %s", number, exc.reason, exc.detail)
-            stats["bad_lines"] += 1
-            out[offset] = _error_line(raw, number, exc.reason, exc.detail)
-
-    use_images = predictor.preprocessor.config.trained_with_images
-    images = list(pool.map(lambda item: _load_image(item[1], fetcher, predictor, use_images), posts))
-    items = [InferenceItem(post.text, post.aspect, image) for (_, post), (image, _) in zip(posts, images, strict=True)]
-    predictions = predictor.predict(items)
-    now = time.time()
-    for (offset, post), (_, status), prediction in zip(posts, images, predictions, strict=True):
-        stats["posts"] += 1
-        stats["failed_images"] += status == "failed"
-        stats["ignored_images"] += status == "ignored"
-        record = build_result(
-            post,
-            prediction.label,
-            prediction.scores,
-            event_time=post.created_at if post.created_at is not None else now,
-            processed_at=now,
-            model=predictor.model_name,
-            image=status,
-        )
-        out[offset] = record.to_json()
-    return [line for line in out if line is not None]
-
-
-def _load_image(
-    post: Post, fetcher: ImageFetcher, predictor: Predictor, use_images: bool = True
-) -> tuple[Tensor | None, ImageStatus]:
-    """The post's image tensor and its status: used, none (no image given), failed (logged) or
-    ignored (``use_images`` False: a text-only model; nothing is fetched or decoded)."""
-    from clmlf.fetch.decode import ImageDecodeError
-    from clmlf.fetch.image_fetch import ImageFetchError
-
-    if not post.has_image_source:
-        return None, "none"
-    if not use_images:
-        return None, "ignored"
-    try:
-        data = fetcher.post_image_bytes(post)
-        if data is None:
-            return None, "none"
-        return predictor.preprocessor.image_from_bytes(data), "used"
-    except (ImageFetchError, ImageDecodeError) as exc:
-        log.warning("post %s: image failed (%s), classified on its text", post.id, exc.reason)
-    except (ValueError, OSError) as exc:  # anything else the image path raises must not stop the run
-        log.warning("post %s: image failed (%s), classified on its text", post.id, type(exc).__name__)
-    return None, "failed"
+    if isinstance(outcome, InvalidPost):
+        log.warning("line %d: skipped, %s: %s", number, outcome.reason, outcome.detail)
+        stats["bad_lines"] += 1
+        return _error_line(raw, number, outcome.reason, outcome.detail)
+    stats["posts"] += 1
+    stats["failed_images"] += outcome.image == "failed"
+    stats["ignored_images"] += outcome.image == "ignored"
+    return outcome.to_json()
 
 
 def _error_line(raw: bytes, number: int, reason: str, detail: str) -> str:
