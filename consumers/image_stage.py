@@ -28,8 +28,13 @@ log = logging.getLogger(__name__)
 class ImageStage:
     """Turns polled posts into ready posts (image tensor attached or status set)."""
 
-    def __init__(self, ready: queue.Queue[WorkItem], resolve: ImageResolver, workers: int,
-                 count_outcome: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        ready: queue.Queue[WorkItem],
+        resolve: ImageResolver,
+        workers: int,
+        count_outcome: Callable[[str], None],
+    ) -> None:
         self._ready = ready
         self.resolve = resolve
         self.budget = resolve.budget
