@@ -212,25 +212,6 @@ class Labeller:
         ]
         return self.predictor.predict(items, batch_size=batch_size)
 
-    def result(
-        self,
-        post: Post,
-        prediction: Prediction,
-        image: ImageStatus,
-        *,
-        received_at: float,
-        processed_at: float,
-    ) -> ResultRecord:
-        """:func:`result_record` with this labeller's model name."""
-        return result_record(
-            post,
-            prediction,
-            image=image,
-            model=self.model_name,
-            received_at=received_at,
-            processed_at=processed_at,
-        )
-
     def label(
         self,
         raws: Sequence[bytes | str],
@@ -253,7 +234,14 @@ class Labeller:
         now = self._clock()
         results = iter(
             [
-                self.result(post, prediction, image.status, received_at=now, processed_at=now)
+                result_record(
+                    post,
+                    prediction,
+                    image=image.status,
+                    model=self.model_name,
+                    received_at=now,
+                    processed_at=now,
+                )
                 for post, image, prediction in zip(posts, images, predictions, strict=True)
             ]
         )
