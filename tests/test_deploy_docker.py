@@ -7,16 +7,15 @@ import fnmatch
 import importlib.util
 import re
 import shlex
-import threading
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from deploy_testlib import app_env_vars
+from http_testlib import LoopbackServer, QuietHandler
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "deploy" / "docker"
@@ -239,20 +238,13 @@ def _load_healthcheck() -> Any:
 
 @pytest.fixture
 def probe_server() -> Iterator[str]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
             self.send_response(200 if self.path == "/healthz" else 503)
             self.end_headers()
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(Handler) as server:
+        yield server.base
 
 
 def test_healthcheck_script_exit_codes(probe_server: str) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import threading
 import time
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from http_testlib import LoopbackServer, QuietHandler
 from pipeline_testlib import (
     Member,
     b64_image,
@@ -45,54 +44,27 @@ def bomb_png(side: int = 20000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
 
 
-class ImageServer:
+class ImageServer(LoopbackServer):
     """Loopback HTTP server: /ok.png, /slow.png (sleeps), /bomb.png, /big.png (50 MB); logs request paths."""
 
     def __init__(self, slow_seconds: float = 8.0) -> None:
         self.requests: list[str] = []
         bodies = {"/ok.png": png_bytes(48), "/private.png": png_bytes(48), "/bomb.png": bomb_png(),
-                  "/slow.png": png_bytes(48)}
+                  "/slow.png": png_bytes(48), "/big.png": b"\x89PNG\r\n\x1a\n" + b"\x00" * (50 * 1024 * 1024 - 8)}
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802
                 server.requests.append(self.path)
                 if self.path == "/slow.png":
                     time.sleep(slow_seconds)
-                if self.path == "/big.png":
-                    self.send_response(200)
-                    self.send_header("Content-Type", "image/png")
-                    self.send_header("Content-Length", str(50 * 1024 * 1024))
-                    self.end_headers()
-                    try:
-                        self.wfile.write(b"\x89PNG\r\n\x1a\n" + b"\x00" * (50 * 1024 * 1024 - 8))
-                    except OSError:
-                        pass
-                    return
                 body = bodies.get(self.path)
                 if body is None:
                     self.send_error(404)
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                try:
-                    self.wfile.write(body)
-                except OSError:
-                    pass
+                self.send_body(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture

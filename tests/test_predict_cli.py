@@ -6,12 +6,11 @@ import base64
 import io
 import json
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from http_testlib import LoopbackServer, QuietHandler
 from PIL import Image
 
 from clmlf.commands import predict
@@ -44,23 +43,12 @@ def image_server() -> Iterator[str]:
     """A real HTTP server on loopback serving /cat.jpg (a private address: refused unless allowed)."""
     body = base64.b64decode(jpeg_b64((30, 30, 200)))
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server API)
-            self.send_response(200)
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.send_body(body, "image/jpeg")
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/cat.jpg"
-    server.shutdown()
-    server.server_close()
+    with LoopbackServer(Handler) as server:
+        yield f"{server.base}/cat.jpg"
 
 
 def test_end_to_end_with_bad_lines_and_images(tmp_path: Path, tiny_checkpoint: Path, image_server: str) -> None:

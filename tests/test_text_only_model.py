@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import torch
+from http_testlib import LoopbackServer, QuietHandler
 from pipeline_testlib import Member, b64_image, create_topic, png_bytes, produce, store_for
 from tiny_models import build_tiny_checkpoint, build_tiny_model
 
@@ -29,7 +28,7 @@ torch.set_num_threads(1)
 NOT_AN_IMAGE = base64.b64encode(b"these bytes would fail to decode").decode()
 
 
-class CountingImageServer:
+class CountingImageServer(LoopbackServer):
     """Loopback HTTP server answering every GET with a real PNG; records each requested path."""
 
     def __init__(self) -> None:
@@ -37,26 +36,12 @@ class CountingImageServer:
         body = png_bytes(48)
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server API)
                 server.requests.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self.send_body(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture
