@@ -4,7 +4,8 @@
 #   data        build runs/probe (3,000 posts, seed 0) and runs/probe-small (600 posts, seed 0)
 #   main        CLMLF with images on runs/probe (MLF, image features cached), then the held-out glyphs (test)
 #   text        the same recipe with the images ignored (--no-images)
-#   ablation    MLF, +LBCL, +DBCL, full on runs/probe-small, seeds 0 1 2 (SEEDS=..., EPOCHS=..., ONLY="mlf lbcl")
+#   ablation    MLF, +LBCL, +DBCL, full on runs/probe-small, seeds 0 1 2 (SEEDS=..., EPOCHS=..., ONLY="mlf lbcl");
+#               ONLY=augment adds MLF with RandAugment (what the DBCL rows change besides the loss)
 #   analyse     face-attention share and text-vs-face disagreement of runs/probe-runs/main (and the embedded model)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,7 @@ for step in "$@"; do
             mlf) train "$RUNS/ablation/mlf-s$seed" "${common[@]}" --no-lbcl --no-dbcl --no-image-augment --image-cache ;;
             lbcl) train "$RUNS/ablation/lbcl-s$seed" "${common[@]}" --no-dbcl --no-image-augment --image-cache ;;
             dbcl) train "$RUNS/ablation/dbcl-s$seed" "${common[@]}" --no-lbcl ;;  # RandAugment on both views
+            augment) train "$RUNS/ablation/augment-s$seed" "${common[@]}" --no-lbcl --no-dbcl ;;  # RandAugment, CE only
             full) train "$RUNS/ablation/full-s$seed" "${common[@]}" ;;
           esac
         done

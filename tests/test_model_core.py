@@ -174,11 +174,27 @@ def test_patches_are_permuted_before_flatten() -> None:
         torch.testing.assert_close(tokens[:, 1 + k], expected)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "text"])
 def test_other_poolings_run(pooling: str) -> None:
     model = CLMLF(tiny_config().model_copy(update={"pooling": pooling})).eval()
     out = model(**make_batch(model, ["x", "y z"], [True, False]))
     assert out.logits.shape == (2, 3) and torch.isfinite(out.logits).all()
+
+
+def test_text_pooling_is_the_mean_of_the_unpadded_text_tokens_only() -> None:
+    model = CLMLF(tiny_config().model_copy(update={"pooling": "text"})).eval()
+    batch = make_batch(model, ["one two three four", "x"], [True, True])
+    captured = []
+    hook = model.fusion_transformer.register_forward_hook(lambda m, inputs, output: captured.append(output[0]))
+    with torch.no_grad():
+        out = model(**batch)
+    hook.remove()
+    fused_tokens, mask = captured[0], batch["attention_mask"].bool()
+    num_text = mask.shape[1]
+    for row in range(2):
+        expected = fused_tokens[row, :num_text][mask[row]].mean(dim=0)  # image tokens and padding left out
+        torch.testing.assert_close(out.fused[row], expected)
+    assert fused_tokens.shape[1] > num_text  # the image tokens were fused, just not pooled
 
 
 def test_projection_heads_keep_width(model: CLMLF) -> None:

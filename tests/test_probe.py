@@ -22,13 +22,15 @@ from clmlf.cli import main
 from clmlf.data.datasets import load_split
 from clmlf.data.probe import (
     FONT_PACKAGE,
+    DEFAULT_GLYPHS,
+    GLYPH_SETS,
     HELD_OUT,
-    TRAIN_GLYPHS,
     ProbeConfig,
     ProbeError,
     build_probe,
     face_patches,
     find_emoji_font,
+    render_glyphs,
     visible_square,
 )
 from clmlf.evaluation.probe_analysis import SENTIMENT_TEXTS
@@ -70,7 +72,8 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_other_files(small
 @needs_font
 def test_splits_are_balanced_and_test_holds_only_the_held_out_glyphs(small_probe):
     faces = json.loads((small_probe / "probe_faces.json").read_text())
-    train_glyphs = {g for gs in TRAIN_GLYPHS.values() for g in gs}
+    train_set = GLYPH_SETS[DEFAULT_GLYPHS]
+    train_glyphs = {g for gs in train_set.values() for g in gs}
     held_out = {g for gs in HELD_OUT.values() for g in gs}
     assert not train_glyphs & held_out
     sizes = {}
@@ -83,11 +86,31 @@ def test_splits_are_balanced_and_test_holds_only_the_held_out_glyphs(small_probe
             face = faces[entry["id"]]
             assert face["label"] == entry["emotion_label"] and face["split"] == split
             assert face["glyph"] in (held_out if split == "test" else train_glyphs)
-            assert face["glyph"] in (HELD_OUT if split == "test" else TRAIN_GLYPHS)[entry["emotion_label"]]
+            assert face["glyph"] in (HELD_OUT if split == "test" else train_set)[entry["emotion_label"]]
             vx0, vy0, vx1, vy1 = visible_square(face["width"], face["height"])
             x0, y0, x1, y1 = face["box"]
             assert vx0 <= x0 < x1 <= vx1 and vy0 <= y0 < y1 <= vy1  # survives the model's center crop
     assert sizes == {"train": 62, "dev": 14, "test": 14}
+
+
+@needs_font
+def test_every_glyph_set_renders_extends_core_and_never_holds_a_test_glyph(tmp_path):
+    held_out = {g for gs in HELD_OUT.values() for g in gs}
+    for name, glyph_set in GLYPH_SETS.items():
+        assert set(glyph_set) == {0, 1, 2}
+        for label, glyphs in glyph_set.items():
+            assert len(set(glyphs)) == len(glyphs) and not set(glyphs) & held_out, name
+            assert set(GLYPH_SETS["core"][label]) <= set(glyphs), name
+        assert len(render_glyphs(find_emoji_font(), [g for gs in glyph_set.values() for g in gs])) == \
+            sum(len(gs) for gs in glyph_set.values())
+    assert sum(len(gs) for gs in GLYPH_SETS["wide"].values()) == 67
+    out = tmp_path / "wide"
+    assert main(["probe", "build", "--out", str(out), "--size", "60", "--glyphs", "wide"]) == 0
+    info = json.loads((out / "probe_info.json").read_text())
+    assert info["glyph_set"] == "wide" and sum(map(len, info["train_glyphs"].values())) == 67
+    faces = json.loads((out / "probe_faces.json").read_text()).values()
+    wide = {g for gs in GLYPH_SETS["wide"].values() for g in gs}
+    assert all(f["glyph"] in (held_out if f["split"] == "test" else wide) for f in faces)
 
 
 @needs_font
@@ -175,7 +198,7 @@ PROBE_RECIPE = ["--text-encoder", "tiny-random-bert", "--fusion-dim", "64", "--f
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("probe-train")
     data = root / "data"
-    build_probe(ProbeConfig(out=data, size=300, seed=0))
+    build_probe(ProbeConfig(out=data, size=300, seed=0, glyphs="core"))  # pinned: the bar below is for 35 faces
     cache = root / "text.safetensors"
     with_images, text_only = root / "images", root / "text-only"
     common = ["train", "--preset", "probe", "--data-root", str(data), *PROBE_RECIPE, "--text-cache-file", str(cache)]

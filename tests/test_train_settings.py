@@ -90,6 +90,18 @@ def test_environment_beats_the_preset_which_fills_the_rest(monkeypatch, tmp_path
     assert _config("--no-lbcl").lbcl is False
 
 
+def test_pooling_comes_from_the_preset_the_environment_or_the_flag_and_reaches_the_model(monkeypatch, tmp_path):
+    from clmlf.training.presets import get_preset
+    from clmlf.training.trainer import build_model_config
+
+    monkeypatch.setenv("CLMLF_DATA_ROOT", str(tmp_path))
+    assert _config().pooling == get_preset("mvsa-single").pooling == "attention"
+    monkeypatch.setenv("CLMLF_TRAIN_POOLING", "text")
+    assert _config().pooling == "text"
+    cfg = _config("--pooling", "cls")
+    assert cfg.pooling == "cls" and build_model_config(cfg, ("a", "b", "c")).pooling == "cls"
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "flag"),
     [

@@ -9,9 +9,10 @@ from clmlf.settings import OneLineArgumentParser, env_default, setup_logging
 
 EPILOG = """\
 examples:
-  # write the probe (3,000 posts: train/dev with 21 glyphs, test with 6 held-out glyphs)
+  # write the probe (3,000 posts: train/dev with the 35 "core" glyphs, test with 6 held-out glyphs)
   clmlf probe build --out data/probe
   clmlf probe build --out /tmp/probe-small --size 300 --seed 1
+  clmlf probe build --out data/probe-wide --size 12000 --glyphs wide   # 67 training glyphs
 
   # train on it (the image carries the label; the text is label-free), then score the held-out glyphs
   clmlf train --preset probe --data-root data/probe --out runs/probe --no-image-augment --image-cache
@@ -23,7 +24,7 @@ examples:
   clmlf probe disagree --checkpoint runs/probe/best --data-root data/probe
 
 The faces come from Debian's fonts-noto-color-emoji (apt-get install fonts-noto-color-emoji);
-the same --seed and --size give byte-identical files. Layout and splits: docs/training.md.
+the same --seed, --size and --glyphs give byte-identical files. Layout and splits: docs/training.md.
 """
 
 
@@ -45,6 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--size", type=int, default=3000, metavar="N",
                        help="posts in all (70%% train, 15%% dev, 15%% test; default 3000, at least 30)")
     build.add_argument("--seed", type=int, default=0, metavar="S", help="seed of every random choice (default 0)")
+    build.add_argument("--glyphs", default=None, choices=("core", "wide"),
+                       help="training glyph set: core (35 faces, default) or wide (67); the held-out test glyphs "
+                            "are the same 6 either way")
     build.add_argument("--font", metavar="FILE", help="NotoColorEmoji.ttf (default: found in /usr/share/fonts)")
 
     for name, text in (("attention", "share of text-token attention on the face patches vs uniform"),
@@ -80,9 +84,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clmlf.data.probe import ProbeConfig, build_probe
+    from clmlf.data.probe import DEFAULT_GLYPHS, ProbeConfig, build_probe
 
-    config = ProbeConfig(out=Path(args.out), size=args.size, seed=args.seed,
+    config = ProbeConfig(out=Path(args.out), size=args.size, seed=args.seed, glyphs=args.glyphs or DEFAULT_GLYPHS,
                          font=Path(args.font) if args.font else None)
     sizes = build_probe(config)
     print(f"{args.out}: probe with {sum(sizes.values())} posts ({', '.join(f'{k} {v}' for k, v in sizes.items())}); "

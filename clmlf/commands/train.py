@@ -75,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     enc.add_argument("--fusion-dim", type=int, metavar="N", help="fusion width d (preset: 768)")
     enc.add_argument("--fusion-layers", type=int, metavar="N", help="fusion transformer layers (preset per dataset)")
     enc.add_argument("--image-layers", type=int, metavar="N", help="image transformer layers (preset per dataset)")
+    enc.add_argument("--pooling", choices=("attention", "mean", "cls", "text"),
+                     help="what the classifier reads: attention pooling over all fused tokens (preset), their mean, "
+                          "the [CLS] token, or the mean of the text tokens only")
     enc.add_argument("--max-text-len", type=int, metavar="N", help="word pieces kept per text (preset: 200)")
     enc.add_argument("--image-size", type=int, metavar="N", help="input image side (default 224)")
     rec = p.add_argument_group("recipe (defaults from the preset)")

@@ -19,7 +19,7 @@ Layout written under ``--out DIR`` (the CLMLF release layout, dataset name ``pro
 train and dev use the same glyphs (dev = new images of them); **test uses only the
 held-out glyphs** (:data:`HELD_OUT`), never seen in training. Every split is
 balanced over the three classes (counts differ by at most one). The whole folder is
-a function of ``(seed, size)``: the same pair gives byte-identical files.
+a function of ``(seed, size, glyphs)``: the same values give byte-identical files.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 LABELS: tuple[str, ...] = ("positive", "neutral", "negative")
-# Faces with a clear valence; HELD_OUT glyphs appear only in the test split.
-TRAIN_GLYPHS: dict[int, tuple[str, ...]] = {
+# Faces with a clear valence, per class. HELD_OUT glyphs appear only in the test split; train and dev draw
+# from one glyph set (GLYPH_SETS, --glyphs): "core" (35 faces) or "wide" (core + 32 more, 67 faces).
+CORE_GLYPHS: dict[int, tuple[str, ...]] = {
     0: ("\U0001F600", "\U0001F604", "\U0001F606", "\U0001F60A", "\U0001F642", "\U0001F60D", "\U0001F970",
         "\U0001F602", "\U0001F923", "\U0001F60B", "\U0001F929", "\U0001F607"),
     # grinning, smiling eyes, squinting, blush, slight smile, heart eyes, hearts, tears of joy, rolling, yum,
@@ -50,6 +51,23 @@ TRAIN_GLYPHS: dict[int, tuple[str, ...]] = {
     # angry, crying, sobbing, disappointed, weary, confounded, persevering, tired, steam, anxious, sad but
     # relieved, slightly frowning, pensive
 }
+EXTRA_GLYPHS: dict[int, tuple[str, ...]] = {
+    0: ("\U0001F609", "\U0001F917", "\U0001F60E", "\U0001F618", "\U0001F61A", "\U0001F61B", "\U0001F61C",
+        "\U0001F61D", "\U0001F973", "\u263A", "\U0001F63A", "\U0001F638", "\U0001F63B"),
+    # wink, hug, sunglasses, kiss, kissing closed eyes, tongue, winking tongue, squinting tongue, party,
+    # smiling (text style), grinning cat, grinning cat smiling eyes, heart-eyes cat
+    1: ("\U0001F637", "\U0001F971", "\U0001F62A", "\U0001FAE1", "\U0001F92B", "\U0001F925", "\U0001FAE2"),
+    # mask, yawning, sleepy, saluting, shushing, lying, open eyes hand over mouth
+    2: ("\U0001F628", "\U0001F631", "\U0001F613", "\U0001F627", "\U0001F626", "\u2639", "\U0001F63F",
+        "\U0001F63E", "\U0001F92C", "\U0001F612", "\U0001F97A", "\U0001F922"),
+    # fearful, screaming, downcast sweat, anguished, frowning open mouth, frowning (text style), crying cat,
+    # pouting cat, cursing, unamused, pleading, nauseated
+}
+GLYPH_SETS: dict[str, dict[int, tuple[str, ...]]] = {
+    "core": CORE_GLYPHS,
+    "wide": {label: CORE_GLYPHS[label] + EXTRA_GLYPHS[label] for label in CORE_GLYPHS},
+}
+DEFAULT_GLYPHS = "core"
 HELD_OUT: dict[int, tuple[str, ...]] = {
     0: ("\U0001F601", "\U0001F603"),  # beaming, grinning with big eyes
     1: ("\U0001F611", "\U0001F928"),  # expressionless, raised eyebrow
@@ -86,6 +104,7 @@ class ProbeConfig:
     out: Path
     size: int = DEFAULT_SIZE
     seed: int = 0
+    glyphs: str = DEFAULT_GLYPHS  # the training glyph set (GLYPH_SETS)
     font: Path | None = None  # None: look for Noto Color Emoji in the system font folders
 
     def __post_init__(self) -> None:
@@ -93,6 +112,12 @@ class ProbeConfig:
             raise ProbeError(f"--size must be >= {MIN_SIZE} (got {self.size})")
         if self.seed < 0:
             raise ProbeError(f"--seed must be >= 0 (got {self.seed})")
+        if self.glyphs not in GLYPH_SETS:
+            raise ProbeError(f"--glyphs must be one of {', '.join(GLYPH_SETS)} (got {self.glyphs!r})")
+
+    @property
+    def train_glyphs(self) -> dict[int, tuple[str, ...]]:
+        return GLYPH_SETS[self.glyphs]
 
 
 def find_emoji_font(explicit: Path | None = None) -> Path:
@@ -279,7 +304,8 @@ def balanced_labels(n: int, rng: np.random.Generator) -> list[int]:
 def build_probe(config: ProbeConfig) -> dict[str, int]:
     """Write the probe data set under ``config.out``; returns the number of posts per split."""
     font = find_emoji_font(config.font)
-    all_glyphs = [g for cls in (TRAIN_GLYPHS, HELD_OUT) for glyphs in cls.values() for g in glyphs]
+    train_glyphs = config.train_glyphs
+    all_glyphs = [g for cls in (train_glyphs, HELD_OUT) for glyphs in cls.values() for g in glyphs]
     rendered = render_glyphs(font, all_glyphs)
     photos = package_photos()
     out = Path(config.out)
@@ -292,7 +318,7 @@ def build_probe(config: ProbeConfig) -> dict[str, int]:
     next_id = 0
     for split, count in sizes.items():
         rng = np.random.default_rng(split_seeds[split])
-        glyph_sets = HELD_OUT if split == "test" else TRAIN_GLYPHS
+        glyph_sets = HELD_OUT if split == "test" else train_glyphs
         entries = []
         for label in balanced_labels(count, rng):
             post_id = str(next_id)
@@ -310,7 +336,7 @@ def build_probe(config: ProbeConfig) -> dict[str, int]:
     _write_json(out / "probe_faces.json", faces)
     info = {
         "dataset": "probe", "seed": config.seed, "size": config.size, "splits": sizes, "labels": list(LABELS),
-        "train_glyphs": {LABELS[k]: list(v) for k, v in TRAIN_GLYPHS.items()},
+        "glyph_set": config.glyphs, "train_glyphs": {LABELS[k]: list(v) for k, v in train_glyphs.items()},
         "held_out_glyphs (test split only)": {LABELS[k]: list(v) for k, v in HELD_OUT.items()},
         "font": FONT_FILE, "background_photos": len(photos),
     }

@@ -34,7 +34,10 @@ class ModelConfig(BaseModel):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     max_text_len: int = Field(200, ge=4, le=4096)
     labels: tuple[str, ...] = DEFAULT_LABELS
-    pooling: Literal["attention", "mean", "cls"] = "attention"
+    # What the classifier reads: attention pooling over every fused token (the paper), their mean, the
+    # first text token ([CLS]), or the mean of the text tokens only ("text": the label must reach the
+    # text side through the fusion's attention, which the image probe measures).
+    pooling: Literal["attention", "mean", "cls", "text"] = "attention"
     image_size: int = Field(224, ge=8, le=1024)
     resize: int = Field(256, ge=8, le=2048)
     mean: tuple[float, float, float] = IMAGENET_MEAN

@@ -229,6 +229,8 @@ class CLMLF(nn.Module):
             fused = self.pooling(fused_tokens, keep)
         elif self.config.pooling == "mean":
             fused = masked_mean(fused_tokens, keep)
+        elif self.config.pooling == "text":
+            fused = masked_mean(fused_tokens[:, :num_text], keep[:, :num_text])
         else:  # "cls": the first text token
             fused = fused_tokens[:, 0]
         logits = self.classifier(fused)

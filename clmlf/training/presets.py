@@ -49,6 +49,7 @@ class Preset:
     fusion_dtype: str | None = None  # checkpoint storage of the fusion tensors (None: as trained, float32)
     prior_shift: bool = False  # fold a post-hoc logit adjustment chosen on the held-out slice into best/
     amp: bool = False
+    pooling: str = "attention"  # what the classifier reads (ModelConfig.pooling): attention, mean, cls, text
 
     @property
     def train_datasets(self) -> tuple[str, ...]:

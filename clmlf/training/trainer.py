@@ -78,6 +78,7 @@ def build_model_config(cfg: TrainConfig, label_names: tuple[str, ...]):
         fusion_dim=cfg.fusion_dim,
         fusion_layers=cfg.fusion_layers,
         image_layers=cfg.image_layers,
+        pooling=cfg.pooling,
         max_text_len=cfg.max_text_len,
         labels=label_names,
         aspect=cfg.aspect,
