@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from clmlf.cli import main
 from clmlf.data.datasets import load_split
 from clmlf.data.probe import (
-    FONT_PACKAGE,
     DEFAULT_GLYPHS,
+    FONT_PACKAGE,
     GLYPH_SETS,
     HELD_OUT,
     ProbeConfig,
