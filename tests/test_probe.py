@@ -25,6 +25,7 @@ from clmlf.data.probe import (
     FONT_PACKAGE,
     GLYPH_SETS,
     HELD_OUT,
+    LABELS,
     ProbeConfig,
     ProbeError,
     build_probe,
@@ -255,6 +256,15 @@ def test_probe_attention_and_disagreement_report_shares(trained, capsys):
     for row in table:
         assert row["n"] == 15 and row["neither"] >= 0
         assert row["follows_face"] + row["follows_text"] + row["neither"] == pytest.approx(1.0 + row["agree"] * row["follows_face"])
+    test_accuracy = _evaluate(capsys, with_images, data, "test")["accuracy"]
+    assert main(["probe", "glyphs", "--checkpoint", str(with_images / "best"), "--data-root", str(data),
+                 "--split", "test", "--json", "--threads", "1"]) == 0
+    glyphs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    held_out = {g: LABELS[label] for label, gs in HELD_OUT.items() for g in gs}
+    assert {row["glyph"] for row in glyphs} <= set(held_out) and sum(row["n"] for row in glyphs) == 45
+    assert all(row["label"] == held_out[row["glyph"]] for row in glyphs)
+    assert [row["accuracy"] for row in glyphs] == sorted(row["accuracy"] for row in glyphs)  # worst first
+    assert sum(row["accuracy"] * row["n"] for row in glyphs) / 45 == pytest.approx(test_accuracy)  # same model, same posts
 
 
 def test_probe_help_teaches_with_examples_without_loading_torch():

@@ -1,4 +1,4 @@
-"""``clmlf probe {build,attention,disagree}``: the image-sentiment probe data set and what a model does with it."""
+"""``clmlf probe {build,attention,glyphs,disagree}``: the image-sentiment probe data set and what a model does with it."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ examples:
 
   # where do the text tokens look? share of attention on the face patches vs uniform, over dev
   clmlf probe attention --checkpoint runs/probe/best --data-root data/probe
+  # which faces does it get wrong, and what does it read them as? (test = the held-out glyphs)
+  clmlf probe glyphs --checkpoint runs/probe/best --data-root data/probe --split test
   # text and face disagree: which one does the prediction follow?
   clmlf probe disagree --checkpoint runs/probe/best --data-root data/probe
 
@@ -52,6 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--font", metavar="FILE", help="NotoColorEmoji.ttf (default: found in /usr/share/fonts)")
 
     for name, text in (("attention", "share of text-token attention on the face patches vs uniform"),
+                       ("glyphs", "accuracy per face glyph and what each is mistaken for"),
                        ("disagree", "which modality wins when text and face disagree")):
         sp = sub.add_parser(name, help=text, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.add_argument("--checkpoint", default=env_default("CLMLF_CHECKPOINT"),
@@ -63,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         sp.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
         sp.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
         sp.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    for sp in (build, *(sub.choices[n] for n in ("attention", "disagree"))):
+    for sp in (build, *(sub.choices[n] for n in ("attention", "glyphs", "disagree"))):
         sp.add_argument("--log-level", default=env_default("LOG_LEVEL", "WARNING"))
         sp.set_defaults(func=run)
     p.set_defaults(func=run)
@@ -107,6 +110,8 @@ def _analyse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         face_attention_share,
         format_attention,
         format_disagreement,
+        format_glyphs,
+        glyph_accuracy,
     )
     from clmlf.model.checkpoint import CheckpointError, load
     from clmlf.model.encoders import EncoderError
@@ -125,6 +130,9 @@ def _analyse(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.action == "attention":
             result = face_attention_share(loaded, args.data_root, args.split, batch_size=args.batch_size, device=device)
             text = format_attention(result, loaded.name)
+        elif args.action == "glyphs":
+            result = glyph_accuracy(loaded, args.data_root, args.split, batch_size=args.batch_size, device=device)
+            text = format_glyphs(result, loaded.name)
         else:
             result = disagreement_table(loaded, args.data_root, args.split, batch_size=args.batch_size, device=device)
             text = format_disagreement(result, loaded.name)

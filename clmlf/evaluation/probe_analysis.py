@@ -9,6 +9,8 @@
   face covers ``k`` of the 49 patches: that is the uniform share it is compared to.
   The attention pooling's weights get the same treatment (its share on the face
   patches among the patch tokens), since the classifier reads R, not the tokens.
+* :func:`glyph_accuracy`: accuracy per face glyph of a split, and what each glyph is
+  mistaken for (which faces the frozen features cannot tell apart).
 * :func:`disagreement_table`: the split's pictures with their text replaced by a
   sentence of clear sentiment (:data:`SENTIMENT_TEXTS`); per (text class, face
   class) pair, how often the prediction follows the face, the text, or neither.
@@ -174,6 +176,46 @@ def disagreement_table(loaded, data_root: str | Path, split: str = "dev", *, bat
         table.append({"text": LABELS[text_label], "face": LABELS[face_label], "agree": text_label == face_label,
                       "n": n, "follows_face": face / n, "follows_text": text / n, "neither": neither / n})
     return table
+
+
+@torch.no_grad()
+def glyph_accuracy(loaded, data_root: str | Path, split: str = "dev", *, batch_size: int = 32,
+                   device: torch.device | None = None) -> list[dict]:
+    """Per glyph of the split (worst first): its class, n, accuracy and how often each class was predicted."""
+    from clmlf.data.datasets import load_split
+
+    device = device or torch.device("cpu")
+    faces = read_faces(data_root)
+    data = load_split(data_root, "probe", split)
+    samples = [s for s in data.samples if s.image_path is not None and s.id in faces]
+    if not samples:
+        raise ValueError(f"probe/{split}: no post with an image and a face record")
+    model = loaded.model.to(device).eval()
+    counts: dict[str, list[int]] = {}
+    for rows in _batches(len(samples), batch_size):
+        chunk = [samples[i] for i in rows]
+        predicted = model(**_model_inputs(loaded, chunk, [s.text for s in chunk], device)).logits.argmax(-1).tolist()
+        for sample, guess in zip(chunk, predicted, strict=True):
+            counts.setdefault(faces[sample.id]["glyph"], [0] * len(LABELS))[guess] += 1
+    glyph_label = {face["glyph"]: face["label"] for face in faces.values()}
+    table = []
+    for glyph, predicted in counts.items():
+        n, label = sum(predicted), glyph_label[glyph]
+        table.append({"glyph": glyph, "codepoint": f"U+{ord(glyph):04X}", "label": LABELS[label], "n": n,
+                      "accuracy": predicted[label] / n,
+                      "predicted": {LABELS[k]: v / n for k, v in enumerate(predicted)}})
+    return sorted(table, key=lambda row: (row["accuracy"], row["codepoint"]))
+
+
+def format_glyphs(table: list[dict], name: str) -> str:
+    lines = [f"{name}: accuracy per face glyph (worst first)",
+             "| glyph | codepoint | class | n | accuracy | read as " + " / ".join(LABELS) + " |",
+             "|---|---|---|---:|---:|---|"]
+    for row in table:
+        shares = " / ".join(f"{row['predicted'][label]:.2f}" for label in LABELS)
+        lines.append(f"| {row['glyph']} | {row['codepoint']} | {row['label']} | {row['n']} | {row['accuracy']:.2f} | "
+                     f"{shares} |")
+    return "\n".join(lines)
 
 
 def format_attention(result: dict, name: str) -> str:
