@@ -75,8 +75,11 @@ PRESETS: dict[str, Preset] = {
                         selection_metric="f1_macro"),
     # The image-sentiment probe (clmlf probe build): no published recipe; CPU-sized defaults,
     # text encoder frozen throughout (the text carries no label), accuracy picks the best epoch.
-    "probe": Preset("probe", fusion_layers=2, image_layers=0, batch_size=32, stage1_epochs=5, stage2_epochs=0,
-                    lr=1e-4, fusion_dim=256, max_text_len=64, selection_metric="accuracy"),
+    # One fusion layer over local patch tokens (no image layer) and the classifier reading the text
+    # tokens ("text" pooling): the label can only reach them through their attention on the picture,
+    # which is what the probe measures (docs/results.md, "Image probe").
+    "probe": Preset("probe", fusion_layers=1, image_layers=0, batch_size=32, stage1_epochs=8, stage2_epochs=0,
+                    lr=3e-4, fusion_dim=256, max_text_len=64, selection_metric="accuracy", pooling="text"),
 }
 
 
