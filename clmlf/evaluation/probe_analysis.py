@@ -39,6 +39,17 @@ def _batches(n: int, size: int):
         yield range(start, min(n, start + size))
 
 
+def _face_samples(data_root: str | Path, split: str) -> tuple[dict[str, dict], list]:
+    """The probe's face records and the split's posts that have an image and a face record."""
+    from clmlf.data.datasets import load_split
+
+    faces = read_faces(data_root)
+    samples = [s for s in load_split(data_root, "probe", split).samples if s.image_path is not None and s.id in faces]
+    if not samples:
+        raise ValueError(f"probe/{split}: no post with an image and a face record")
+    return faces, samples
+
+
 def _model_inputs(loaded, samples, texts: Sequence[str], device: torch.device):
     from clmlf.data.datasets import load_image
 
@@ -55,14 +66,8 @@ def _model_inputs(loaded, samples, texts: Sequence[str], device: torch.device):
 def face_attention_share(loaded, data_root: str | Path, split: str = "dev", *, batch_size: int = 32,
                          device: torch.device | None = None) -> dict:
     """Mean share of text-token -> patch attention on the face patches vs the uniform share ``k / 49``."""
-    from clmlf.data.datasets import load_split
-
     device = device or torch.device("cpu")
-    faces = read_faces(data_root)
-    data = load_split(data_root, "probe", split)
-    samples = [s for s in data.samples if s.image_path is not None and s.id in faces]
-    if not samples:
-        raise ValueError(f"probe/{split}: no post with an image and a face record")
+    faces, samples = _face_samples(data_root, split)
     model = loaded.model.to(device).eval()
     special = set(loaded.preprocessor.tokenizer.all_special_ids)
     first_head, all_heads, uniform, image_mass, first_token = [], [], [], [], []
@@ -182,14 +187,8 @@ def disagreement_table(loaded, data_root: str | Path, split: str = "dev", *, bat
 def glyph_accuracy(loaded, data_root: str | Path, split: str = "dev", *, batch_size: int = 32,
                    device: torch.device | None = None) -> list[dict]:
     """Per glyph of the split (worst first): its class, n, accuracy and how often each class was predicted."""
-    from clmlf.data.datasets import load_split
-
     device = device or torch.device("cpu")
-    faces = read_faces(data_root)
-    data = load_split(data_root, "probe", split)
-    samples = [s for s in data.samples if s.image_path is not None and s.id in faces]
-    if not samples:
-        raise ValueError(f"probe/{split}: no post with an image and a face record")
+    faces, samples = _face_samples(data_root, split)
     model = loaded.model.to(device).eval()
     counts: dict[str, list[int]] = {}
     for rows in _batches(len(samples), batch_size):
