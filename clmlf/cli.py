@@ -1,4 +1,4 @@
-"""``clmlf``: the model command (train, evaluate, predict, visualize).
+"""``clmlf``: the model command (train, evaluate, predict, visualize, probe, soup).
 
 Each subcommand lives in its own module exposing ``add_parser(subparsers)``; the
 module keeps heavy imports (torch, transformers) inside its run function so that
@@ -17,6 +17,7 @@ SUBCOMMANDS = (
     "clmlf.commands.predict",
     "clmlf.commands.visualize",
     "clmlf.commands.probe",
+    "clmlf.commands.soup",
 )
 
 

@@ -121,7 +121,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="batch texts of similar length together (less padding; preset: on for default)")
     rec.add_argument("--selection-metric", choices=("accuracy", "f1_weighted", "f1_macro"),
                      help="dev metric that picks OUT/best (preset: weighted F1, macro F1 for HFM/Twitter)")
-    rec.add_argument("--seed", type=int, metavar="N", help="seed of initialisation, order and augmentation")
+    rec.add_argument("--seed", type=int, metavar="N",
+                     help="seed of initialisation and of the held-out slice (and of order, unless --order-seed)")
+    rec.add_argument("--order-seed", type=int, metavar="N",
+                     help="seed of data order, dropout and augmentation (default: --seed); runs that differ only "
+                          "here share initialisation and held-out slice, so `clmlf soup` can average them")
     rec.add_argument("--resume", action="store_true", default=None, help="continue from OUT/resume")
     rec.add_argument("--distractor-rate", type=float, metavar="X",
                      help="share of image-less training posts given a random label-free photo (default 0; "

@@ -74,6 +74,9 @@ class TrainConfig(ProcessSettings):
     fusion_dtype: Literal["float32", "float16", "bfloat16"] | None = None
     warmup_fraction: float = Field(0.06, ge=0, lt=1)
     seed: int = Field(0, ge=0, alias="CLMLF_TRAIN_SEED")
+    # Data order, dropout and augmentation (None: ``seed``). The model's initialisation and the held-out
+    # slice follow ``seed`` only, so runs that differ in order_seed can be weight-averaged (clmlf soup).
+    order_seed: int | None = Field(None, ge=0, alias="CLMLF_TRAIN_ORDER_SEED")
     resume: bool = Field(False, alias="CLMLF_TRAIN_RESUME")
     fusion_dim: int | None = Field(None, ge=2, alias="CLMLF_TRAIN_FUSION_DIM")
     fusion_layers: int | None = Field(None, ge=1, alias="CLMLF_TRAIN_FUSION_LAYERS")
@@ -137,6 +140,11 @@ class TrainConfig(ProcessSettings):
         if not self.use_images and self.distractor_rate > 0:
             raise ValueError("--distractor-rate needs images: a text-only run (--no-images) never sees photos")
         return self
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of data order, dropout and augmentation (``order_seed``, else ``seed``)."""
+        return self.seed if self.order_seed is None else self.order_seed
 
     @property
     def dataset(self) -> str:

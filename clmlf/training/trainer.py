@@ -128,6 +128,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     model_config = build_model_config(cfg, data.label_names)
     model = CLMLF(model_config).to(device)
+    if cfg.data_seed != cfg.seed:
+        torch.manual_seed(cfg.data_seed)  # same initialisation as --seed, own dropout stream
     tokenizer = model.text_encoder.tokenizer
     pre = Preprocessor(model_config, tokenizer)
 
@@ -145,11 +147,11 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     distractors = []
     if cfg.distractor_rate > 0:
-        distractors = list(distractor_images(cfg.distractor_pool, pool="train", seed=cfg.seed, size=model_config.resize))
+        distractors = list(distractor_images(cfg.distractor_pool, pool="train", seed=cfg.data_seed, size=model_config.resize))
     train_set = PostDataset(
         train_samples, pre, augment=train_image_augment() if cfg.image_augment else identity_augment,
         with_augmented_view=cfg.dbcl,
-        distractors=distractors, distractor_rate=cfg.distractor_rate, seed=cfg.seed, use_images=cfg.use_images,
+        distractors=distractors, distractor_rate=cfg.distractor_rate, seed=cfg.data_seed, use_images=cfg.use_images,
     )
     eval_sets = {name: PostDataset(samples, pre, use_images=cfg.use_images) for name, samples in data.reports.items()}
     collate_train = BatchCollator(pre, with_augmented_view=cfg.dbcl)
@@ -157,10 +159,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.length_bucketing:
         lengths = [len(ids) for ids in tokenizer([s.text for s in train_samples], truncation=True,
                                                   max_length=cfg.max_text_len)["input_ids"]]
-        order = LengthBucketedOrder(lengths, cfg.batch_size, seed=cfg.seed, rank=dist_info.rank,
+        order = LengthBucketedOrder(lengths, cfg.batch_size, seed=cfg.data_seed, rank=dist_info.rank,
                                     world=dist_info.world)
     else:
-        order = EpochOrder(len(train_set), shuffle=True, seed=cfg.seed, rank=dist_info.rank, world=dist_info.world)
+        order = EpochOrder(len(train_set), shuffle=True, seed=cfg.data_seed, rank=dist_info.rank, world=dist_info.world)
 
     objective = TrainingObjective(model, cfg, log_prior=log_prior(data.label_counts).to(device))
     step_fn: nn.Module | None = None
@@ -197,7 +199,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         # Own generator: creating the iterator must not draw from the global RNG (exact resume).
         loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=order, collate_fn=collate_train,
                             num_workers=cfg.workers, drop_last=False,
-                            generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                            generator=torch.Generator().manual_seed(cfg.data_seed + epoch))
         sums: dict[str, float] = dict(state.get("sums") or {})
         objective.train()
         micro = 0
