@@ -168,9 +168,13 @@ def make_posts(n: int, prefix: str, image_share: float, image_base: str, seed: i
     return posts
 
 
-def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True, labels: list | None = None) -> float:
-    """posts/s of clmlf predict's own code path over ``posts`` (their labels appended to ``labels``)."""
+def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True, labels: list | None = None,
+                       cpu: list | None = None) -> float:
+    """posts/s of clmlf predict's own code path over ``posts`` (their labels appended to ``labels``; the CPU
+    seconds by component appended to ``cpu``)."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from cpu_accounting import CpuSample
 
     from clmlf.commands.predict import IMAGE_WORKERS, predict_stream
     from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
@@ -178,10 +182,13 @@ def bench_predict_path(predictor, posts: list[dict], allow_private: bool = True,
     source = io.BytesIO(b"".join(json.dumps(p).encode() + b"\n" for p in posts))
     sink = io.StringIO()
     with ImageFetcher(FetchConfig(allow_private=allow_private)) as fetcher, \
-            ThreadPoolExecutor(max_workers=IMAGE_WORKERS) as pool:
+            ThreadPoolExecutor(max_workers=IMAGE_WORKERS, thread_name_prefix="image") as pool:
+        before = CpuSample.take()
         start = time.perf_counter()
         stats = predict_stream(source, sink, predictor, fetcher, pool, progress=False)
         elapsed = time.perf_counter() - start
+        if cpu is not None:
+            cpu.append(CpuSample.take().minus(before))
     assert stats["posts"] == len(posts), stats
     if labels is not None:
         labels.extend(json.loads(line)["label"] for line in sink.getvalue().splitlines())
@@ -199,9 +206,12 @@ class PipelineHarness:
         self.predictor = predictor
         self.args = args
 
-    def run_topic(self, topic: str, posts_before: list[dict], feed=None, expected: int | None = None) -> float:
-        """Start a member on ``topic``; returns seconds from first assignment to all ``expected`` stored."""
+    def run_topic(self, topic: str, posts_before: list[dict], feed=None, expected: int | None = None,
+                  cpu: list | None = None) -> float:
+        """Start a member on ``topic``; returns seconds from first assignment to all ``expected`` stored
+        (the CPU seconds by component over that interval, broker and Redis included, appended to ``cpu``)."""
         import redis
+        from cpu_accounting import CpuSample
 
         from consumers.assembly import assemble
         from consumers.config import RunConfig
@@ -216,19 +226,24 @@ class PipelineHarness:
                            session_timeout_ms=6000)
         assembled = assemble(config, predictor=self.predictor, serve_http=False)
         pipeline = assembled.pipeline
-        loop = threading.Thread(target=pipeline.run, daemon=True)
+        loop = threading.Thread(target=pipeline.run, name="consumer-loop", daemon=True)
         loop.start()
         store = SentimentStore(redis.Redis.from_url(self.redis.url, decode_responses=True), prefix=topic)
         expected = expected if expected is not None else len(posts_before)
         try:
             while not pipeline.tracker.partitions:
                 time.sleep(0.01)
+            services = {"broker": self.broker.pid, "redis": self.redis.pid}
+            before = CpuSample.take(services)
             start = time.perf_counter()
             if feed is not None:
                 threading.Thread(target=feed, args=(self.broker.bootstrap, topic), daemon=True).start()
             while store.window_counts("bench", 3600).total < expected:
                 time.sleep(0.02)
-            return time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            if cpu is not None:  # before stop(): the stream's threads are still alive to be read
+                cpu.append(CpuSample.take(services).minus(before))
+            return elapsed
         finally:
             pipeline.stop()
             loop.join(timeout=60)
@@ -245,6 +260,15 @@ class PipelineHarness:
     def close(self) -> None:
         self.redis.stop()
         self.broker.stop()
+
+
+def per_post_cpu(rounds: list[dict[str, float]], posts: int) -> dict[str, float]:
+    """Median over rounds of CPU milliseconds per post, by component (``total`` = this process's threads)."""
+    components = sorted({c for r in rounds for c in r})
+    out = {c: round(statistics.median(r.get(c, 0.0) for r in rounds) * 1000 / posts, 2) for c in components}
+    out["total"] = round(statistics.median(
+        sum(v for c, v in r.items() if c not in ("broker", "redis")) for r in rounds) * 1000 / posts, 2)
+    return out
 
 
 def produce(bootstrap: str, topic: str, posts: list[dict], rate: float | None = None) -> None:
@@ -329,15 +353,16 @@ def main(argv: list[str] | None = None) -> int:
                 bench_predict_path(predictor, warm)
             # Rounds alternate predict path and pipeline of every variant on the same posts (fresh ids each
             # round), so load from other work on a shared machine hits all alike; medians are reported.
-            rates = {name: {"predict": [], "pipeline": [], "ratio": []} for name in predictors}
+            rates = {name: {"predict": [], "pipeline": [], "ratio": [], "cpu_predict": [], "cpu_pipeline": []}
+                     for name in predictors}
             for round_no in range(args.rounds):
                 posts = make_posts(args.posts, f"r{round_no}-", args.image_share, images.base, seed=2)
                 for name, predictor in predictors.items():
                     say(f"round {round_no + 1}/{args.rounds} {name}: predict path, then pipeline, {len(posts)} posts")
-                    predict_rate = bench_predict_path(predictor, posts)
+                    predict_rate = bench_predict_path(predictor, posts, cpu=rates[name]["cpu_predict"])
                     harness.predictor = predictor
                     topic = f"throughput{round_no}-{name}"
-                    pipeline_rate = args.posts / harness.run_topic(topic, posts)
+                    pipeline_rate = args.posts / harness.run_topic(topic, posts, cpu=rates[name]["cpu_pipeline"])
                     rates[name]["predict"].append(predict_rate)
                     rates[name]["pipeline"].append(pipeline_rate)
                     rates[name]["ratio"].append(pipeline_rate / predict_rate)
@@ -351,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                     "pipeline_posts_per_s": round(statistics.median(r["pipeline"]), 2),
                     "efficiency_vs_predict_path": round(statistics.median(r["ratio"]), 3),
                     "efficiency_per_round": [round(x, 3) for x in r["ratio"]],
+                    "cpu_ms_per_post": {path: per_post_cpu(r[f"cpu_{path}"], args.posts)
+                                        for path in ("predict", "pipeline")},
                     "predict_speedup_vs_first": round(statistics.median(
                         [a / b for a, b in zip(r["predict"], rates[reference]["predict"], strict=True)]), 2),
                     "pipeline_speedup_vs_first": round(statistics.median(
