@@ -150,6 +150,29 @@ def test_post_dataset_is_reproducible_per_seed_epoch_and_index(tmp_path):
     assert not torch.equal(data[0].image, first.image)
 
 
+def test_augment_copies_give_each_picture_k_fixed_versions_across_epochs(tmp_path):
+    from clmlf.data.augment import train_image_augment
+
+    data, _ = _dataset(tmp_path, augment=train_image_augment(), seed=3, augment_copies=2)
+    fresh, _ = _dataset(tmp_path / "fresh", augment=train_image_augment(), seed=3)
+    seen, seen_fresh = [], []
+    for epoch in range(12):
+        data.set_epoch(epoch)
+        fresh.set_epoch(epoch)
+        seen.append(data[0].image)
+        seen_fresh.append(fresh[0].image)
+
+    def distinct(tensors):
+        return len({t.numpy().tobytes() for t in tensors})
+
+    assert distinct(seen) == 2  # both copies drawn, nothing else (seeded: the same draw every run)
+    assert distinct(seen_fresh) >= 10
+    other, _ = _dataset(tmp_path / "other", augment=train_image_augment(), seed=3, augment_copies=2)
+    assert {t.numpy().tobytes() for t in seen} >= {other[0].image.numpy().tobytes()}  # same seed, same copies
+    with pytest.raises(ValueError, match="augment_copies"):
+        _dataset(tmp_path / "bad", augment_copies=-1)
+
+
 def test_post_dataset_without_distractors_keeps_text_only_samples_image_less(tmp_path):
     data, pre = _dataset(tmp_path)
     item = data[10]

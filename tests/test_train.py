@@ -124,6 +124,9 @@ def test_presets_carry_the_published_recipe_and_can_be_overridden(tmp_path):
         (["--device", "cuda"], "cuda"),
         (["--grad-accum", "0"], "grad-accum"),
         (["--text-encoder", "/no/such/encoder"], "text encoder"),
+        (["--image-cache"], "needs --no-image-augment or --augment-copies K"),
+        (["--augment-copies", "3", "--no-image-augment"], "--augment-copies needs image augmentation"),
+        (["--augment-copies", "-1"], "augment-copies"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, data, capsys, args, needle):

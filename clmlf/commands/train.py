@@ -135,6 +135,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           "never fetches, decodes or uses an image when it serves (preset: on, off for default)")
     rec.add_argument("--no-image-augment", dest="image_augment", action="store_false", default=None,
                      help="no flip / RandAugment on training images (DBCL's views then differ by text only)")
+    rec.add_argument("--augment-copies", type=int, metavar="K",
+                     help="K fixed flip/RandAugment versions per training picture, one picked each epoch, so "
+                          "--image-cache can hold them all (K x the pictures in memory; default 0: fresh each time)")
     rec.add_argument("--limit-train", type=int, metavar="N", help="use only the first N training samples")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", choices=("auto", "cpu", "cuda"),
@@ -147,7 +150,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rt.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     rt.add_argument("--no-text-cache", dest="cache_text", action="store_false", default=None, help="do not memoise the frozen text encoder's states")
     rt.add_argument("--image-cache", dest="cache_images", action="store_true", default=None,
-                    help="memoise the frozen image encoder's feature maps (with --no-image-augment)")
+                    help="memoise the frozen image encoder's feature maps (with --no-image-augment or --augment-copies)")
     rt.add_argument("--text-cache-file", metavar="FILE", help="read/write the frozen text encoder's states here (reused across runs)")
     rt.add_argument("--eval-batch-size", type=int, metavar="N", help="samples per evaluation batch (default 64)")
     rt.add_argument("--save-every", type=int, metavar="N", help="also write OUT/resume every N steps")

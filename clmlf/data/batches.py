@@ -54,7 +54,9 @@ class PostDataset(Dataset):
     them with probability ``distractor_rate`` (training only), teaching the model to
     ignore photos that say nothing about the text's sentiment. Distractors are not
     augmented (both views get the same tensor), so their image features can be
-    memoised (:mod:`clmlf.data.image_cache`).
+    memoised (:mod:`clmlf.data.image_cache`). With ``augment_copies`` K > 0 each
+    picture has K fixed augmented versions (each drawn once from its own seed) and
+    every epoch picks one of them, so a feature cache can hold all K per picture.
     """
 
     def __init__(
@@ -68,8 +70,12 @@ class PostDataset(Dataset):
         distractor_rate: float = 0.0,
         seed: int = 0,
         use_images: bool = True,
+        augment_copies: int = 0,
     ):
+        if augment_copies < 0:
+            raise ValueError("augment_copies must be >= 0")
         self.samples = list(samples)
+        self.augment_copies = augment_copies
         self.pre = preprocessor
         self.augment = augment
         self.with_augmented_view = with_augmented_view
@@ -100,10 +106,19 @@ class PostDataset(Dataset):
                 image_aug = image if self.with_augmented_view else None
             elif picture is not None:
                 base = self.pre.resize_and_crop(picture)
-                image = self.pre.to_tensor(self.augment(base))
+                image = self._augmented(base, index)
                 if self.with_augmented_view:
-                    image_aug = self.pre.to_tensor(self.augment(base))
+                    image_aug = self._augmented(base, index)
         return Item(index, sample.label, sample.text, sample.translation, sample.aspect, image, image_aug, distractor)
+
+
+    def _augmented(self, base: Image.Image, index: int) -> Tensor:
+        if not self.augment_copies:
+            return self.pre.to_tensor(self.augment(base))
+        copy = int(torch.randint(self.augment_copies, ()))  # from this epoch's stream of the sample
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, -1 - copy, index))  # fixed per (picture, copy)
+            return self.pre.to_tensor(self.augment(base))
 
 
 class BatchCollator:

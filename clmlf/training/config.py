@@ -101,8 +101,10 @@ class TrainConfig(ProcessSettings):
     use_images: bool | None = Field(None, alias="CLMLF_TRAIN_IMAGES")  # --images / --no-images
     # flip + RandAugment on training images (off: every image recurs unchanged); --no-image-augment
     image_augment: bool = Field(True, alias="CLMLF_TRAIN_IMAGE_AUGMENT")
-    # memoise the frozen image encoder's feature maps (needs image_augment off); --image-cache
+    # memoise the frozen image encoder's feature maps (needs image_augment off, or augment_copies); --image-cache
     cache_images: bool = Field(False, alias="CLMLF_TRAIN_IMAGE_CACHE")
+    # K fixed augmented versions per training picture, one picked per epoch (0: a fresh augmentation every time)
+    augment_copies: int = Field(0, ge=0, alias="CLMLF_TRAIN_AUGMENT_COPIES")
     distractor_rate: float = Field(0.0, ge=0, le=1, alias="CLMLF_TRAIN_DISTRACTOR_RATE")
     distractor_pool: int = Field(256, ge=1)
     limit_train: int | None = Field(None, ge=1, alias="CLMLF_TRAIN_LIMIT_TRAIN")
@@ -130,8 +132,11 @@ class TrainConfig(ProcessSettings):
             raise ValueError("--prior-shift is chosen on the held-out slice: it needs --holdout-fraction > 0")
         if self.fusion_dim % 2 or self.fusion_dim % max(1, self.fusion_dim // 64):
             raise ValueError(f"fusion width {self.fusion_dim} must be even and divisible by its d/64 heads")
-        if self.cache_images and self.image_augment:
-            raise ValueError("the image feature cache needs --no-image-augment (augmented pixels never recur)")
+        if self.cache_images and self.image_augment and not self.augment_copies:
+            raise ValueError("the image feature cache needs --no-image-augment or --augment-copies K "
+                             "(freshly augmented pixels never recur)")
+        if self.augment_copies and not self.image_augment:
+            raise ValueError("--augment-copies needs image augmentation (drop --no-image-augment)")
         return self
 
     @model_validator(mode="after")

@@ -152,6 +152,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         train_samples, pre, augment=train_image_augment() if cfg.image_augment else identity_augment,
         with_augmented_view=cfg.dbcl,
         distractors=distractors, distractor_rate=cfg.distractor_rate, seed=cfg.data_seed, use_images=cfg.use_images,
+        augment_copies=cfg.augment_copies,
     )
     eval_sets = {name: PostDataset(samples, pre, use_images=cfg.use_images) for name, samples in data.reports.items()}
     collate_train = BatchCollator(pre, with_augmented_view=cfg.dbcl)
@@ -170,7 +171,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.distractor_rate > 0 or cfg.cache_images:
         from clmlf.data.image_cache import ImageFeatureCache
 
-        recurring = len(train_samples) + len(data.eval_samples()) if cfg.cache_images else 0
+        copies = max(1, cfg.augment_copies)
+        recurring = len(train_samples) * copies + len(data.eval_samples()) if cfg.cache_images else 0
         ImageFeatureCache(max_entries=cfg.distractor_pool + recurring).install(model.image_encoder)
     cache = None
     if cfg.cache_text and state["epoch"] < cfg.stage1_epochs:
