@@ -122,6 +122,10 @@ def test_greedy_soup_never_scores_below_its_best_ingredient(runs, capsys):
     metric = result["metric"]
     assert result["evaluations"]["holdout"][metric] >= max(result["ingredient_scores"].values()) - 1e-9
     assert result["table"][0]["kept"] and len(result["table"]) == 3
+    # The recorded recipe is that of the member the soup started from (the best on the held-out slice).
+    meta = json.loads((root / "greedy" / "config.json").read_text())["extra"]
+    lead = json.loads((root / result["members"][0] / "config.json").read_text())["extra"]["train_config"]
+    assert meta["train_config"] == lead
 
 
 def test_runs_of_another_seed_are_refused_in_one_line(runs, capsys):

@@ -106,6 +106,7 @@ def make_soup(ingredients: list[str], out: str, *, data_root: str | None = None,
     from clmlf.evaluation.metrics import classification_metrics
     from clmlf.evaluation.predictions import predict_dataset
     from clmlf.model.checkpoint import load
+    from clmlf.model.checkpoint_format import read_json
     from clmlf.model.checkpoint_save import save_checkpoint
     from clmlf.serving.inference import resolve_device
     from clmlf.training.config import TrainConfig
@@ -113,6 +114,7 @@ def make_soup(ingredients: list[str], out: str, *, data_root: str | None = None,
 
     log = logging.getLogger("clmlf.soup")
     paths, shared = shared_training(ingredients)
+    metas = [read_json(path / "config.json") for path in paths]
     if data_root:
         shared["data_root"] = data_root
     cfg = TrainConfig(**shared)
@@ -165,7 +167,9 @@ def make_soup(ingredients: list[str], out: str, *, data_root: str | None = None,
         "selected_on": selection, "ingredient_scores": scores,
         "table": [{**row, "members": [str(paths[i]) for i in row["members"]]} for row in table],
     }
-    extra = {"train_config": shared, "soup": soup_meta, "selection": selection, "dev": evaluations[selection],
+    # The recipe recorded is the best member's (the one the soup started from); each member's is in its own run.
+    lead = metas[members[0]].get("extra", {}).get("train_config", shared)
+    extra = {"train_config": lead, "soup": soup_meta, "selection": selection, "dev": evaluations[selection],
              "evaluations": evaluations}
     save_checkpoint(base.model, pre.tokenizer, out, extra=extra, name=name, fusion_dtype=cfg.fusion_dtype)
     return {"members": member_paths, "table": soup_meta["table"], "metric": metric, "selected_on": selection,
