@@ -14,6 +14,7 @@ cores with). Used by bench/pipeline.py.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ def component_of(thread_name: str | None) -> str:
                               ("MainThread", "main"), ("predict-path", "main")):
         if thread_name.startswith(prefix):
             return component
-    return "other-python"
+    return "other:" + re.sub(r"[-_ ]?\d+", "", thread_name).split(" (")[0]
 
 
 @dataclass

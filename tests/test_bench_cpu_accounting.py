@@ -29,7 +29,8 @@ def test_thread_names_map_to_stream_components():
     assert component_of("image_3") == "image-stage"
     assert component_of("sink-writer") == "sink-writer"
     assert component_of("consumer-loop") == "consumer-loop"
-    assert component_of("Thread-7 (heartbeat)") == "other-python"
+    assert component_of("Thread-7 (heartbeat)") == "other:Thread"
+    assert component_of("kafka-heartbeat-thread-3") == "other:kafka-heartbeat-thread"
     assert component_of(None) == "openmp/native"
 
 
