@@ -110,3 +110,19 @@ def test_cuda_bf16_matches_cpu_labels(tiny_checkpoint: Path) -> None:
     for a, b in zip(cpu.predict(items(6)), gpu.predict(items(6)), strict=True):
         for label in cpu.labels:
             assert a.scores[label] == pytest.approx(b.scores[label], abs=0.05)
+
+
+def test_a_batch_without_images_skips_the_pixels_and_scores_as_with_zero_pixels(predictor: Predictor) -> None:
+    texts = ["acme is the best brand ever made", "globex outage again", "meh"]
+    batch = predictor.preprocessor.collate(texts, [None, None, None])
+    pixels = batch["pixel_values"]
+    size = predictor.preprocessor.config.image_size
+    assert pixels.shape == (3, 3, size, size) and pixels.stride(0) == 0 and not bool(pixels.any())
+    assert not bool(batch["image_present"].any())
+    with torch.inference_mode():
+        reference = predictor.model(**{**batch, "pixel_values": torch.zeros(3, 3, size, size)}).logits.softmax(-1)
+    got = predictor.probabilities([InferenceItem(text) for text in texts])
+    assert torch.allclose(got, reference, atol=1e-6)
+    # A batch with one image still gets a real, writable pixel block.
+    mixed = predictor.preprocessor.collate(texts, [None, torch.ones(3, size, size), None])
+    assert mixed["pixel_values"].stride(0) != 0 and mixed["image_present"].tolist() == [False, True, False]

@@ -110,16 +110,23 @@ class Preprocessor:
         images: Sequence[Tensor | None],
         aspects: Sequence[str | None] | None = None,
     ) -> dict[str, Tensor]:
-        """One model batch: token tensors + ``pixel_values`` (zeros where no image) + ``image_present``."""
+        """One model batch: token tensors + ``pixel_values`` (zeros where no image) + ``image_present``.
+
+        A batch without any image gets a read-only zero view (one image's worth of memory, expanded):
+        the model skips the image path for it, so nothing should pay for a [B, 3, H, W] block of zeros.
+        """
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images for {len(texts)} texts")
         batch = self.tokenize(texts, aspects)
-        pixels = self.blank_pixels(len(texts))
-        present = torch.zeros(len(texts), dtype=torch.bool)
-        for row, image in enumerate(images):
-            if image is not None:
-                pixels[row] = image
-                present[row] = True
+        present = torch.tensor([image is not None for image in images], dtype=torch.bool)
+        if bool(present.any()):
+            pixels = self.blank_pixels(len(texts))
+            for row, image in enumerate(images):
+                if image is not None:
+                    pixels[row] = image
+        else:
+            size = self.config.image_size
+            pixels = self.blank_pixels(1).expand(len(texts), 3, size, size)
         batch["pixel_values"] = pixels
         batch["image_present"] = present
         return batch
