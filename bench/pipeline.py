@@ -51,6 +51,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def _variant(text: str) -> str:
+    name, _, batch = text.partition("@")
+    if name not in ("today", "auto", "fp32", "bf16", "int8") or (batch and not (batch.isdigit() and int(batch) > 0)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected today, auto, fp32, bf16 or int8, optionally @N (N >= 1)")
+    return text
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--posts", type=int, default=192, help="posts in the throughput runs (default 192)")
@@ -62,9 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="feed time per latency run")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--precision", nargs="+", default=["today", "auto"],
-                        choices=("today", "auto", "fp32", "bf16", "int8"),
-                        help="serving precision variants (default: today auto); latency uses the last")
+    parser.add_argument("--precision", nargs="+", default=["today", "auto"], type=_variant, metavar="MODE[@N]",
+                        help="serving precision variants: today, auto, fp32, bf16 or int8, each optionally @N for "
+                             "its own batch size (default: today auto); latency uses the last")
     parser.add_argument("--agreement-posts", type=int, default=500,
                         help="posts labelled by every variant to measure agreement with the first (0 = skip)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the default model")
@@ -221,7 +228,7 @@ class PipelineHarness:
         if posts_before:
             produce(self.broker.bootstrap, topic, posts_before)
         config = RunConfig(bootstrap=self.broker.bootstrap, topic=topic, group=f"bench-{topic}",
-                           redis_url=self.redis.url, redis_prefix=topic, max_batch=self.args.max_batch,
+                           redis_url=self.redis.url, redis_prefix=topic, max_batch=self.predictor.batch_size,
                            max_wait_ms=self.args.max_wait_ms, metrics_port=0, allow_private_images=True,
                            session_timeout_ms=6000)
         assembled = assemble(config, predictor=self.predictor, serve_http=False)
@@ -338,18 +345,22 @@ def machine() -> str:
             f"1-min load average {os.getloadavg()[0]:.1f} (cores shared with other work)")
 
 
-def load_variant(checkpoint: str | None, name: str, args: argparse.Namespace):
-    """A Predictor in the variant's precision (``today`` = fp32, NCHW image encoder)."""
+def load_variant(checkpoint: str | None, spec: str, args: argparse.Namespace):
+    """A Predictor in the variant's precision (``today`` = fp32, NCHW image encoder); ``NAME@N`` sets its
+    batch size (the predict path's batches and the pipeline's max_batch) instead of --max-batch."""
     from clmlf.serving.inference import Predictor, resolve_device
     from clmlf.serving.precision import PrecisionPlan
+
+    name, _, batch = spec.partition("@")
+    batch_size = int(batch) if batch else args.max_batch
 
     if name == "today":
         device = resolve_device(args.device)
         if device.type == "cpu":
             plan = PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
-            return Predictor.from_checkpoint(checkpoint, device="cpu", batch_size=args.max_batch, precision=plan)
+            return Predictor.from_checkpoint(checkpoint, device="cpu", batch_size=batch_size, precision=plan)
         name = "auto"
-    return Predictor.from_checkpoint(checkpoint, device=args.device, batch_size=args.max_batch, precision=name)
+    return Predictor.from_checkpoint(checkpoint, device=args.device, batch_size=batch_size, precision=name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -384,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"round {round_no + 1}/{args.rounds} {name}: predict path, then pipeline, {len(posts)} posts")
                     predict_rate = bench_predict_path(predictor, posts, cpu=rates[name]["cpu_predict"])
                     harness.predictor = predictor
-                    topic = f"throughput{round_no}-{name}"
+                    topic = f"throughput{round_no}-{name.replace('@', '-b')}"
                     pipeline_rate = args.posts / harness.run_topic(topic, posts, cpu=rates[name]["cpu_pipeline"])
                     rates[name]["predict"].append(predict_rate)
                     rates[name]["pipeline"].append(pipeline_rate)
@@ -395,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, r in rates.items():
                 results["variants"][name] = {
                     "precision": predictors[name].precision.mode,
+                    "batch": predictors[name].batch_size,
                     "predict_path_posts_per_s": round(statistics.median(r["predict"]), 2),
                     "pipeline_posts_per_s": round(statistics.median(r["pipeline"]), 2),
                     "efficiency_vs_predict_path": round(statistics.median(r["ratio"]), 3),

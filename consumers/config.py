@@ -153,7 +153,8 @@ class RunConfig(KafkaTarget, RedisOptions, RetentionOptions, AlertOptions, Loggi
     device: Literal["auto", "cpu", "cuda"] = Field("auto", alias="CLMLF_DEVICE")
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # flag and env: clmlf.settings (shared)
     threads: int | None = Field(default=None, ge=1, le=1024)  # None = from the CPU quota; likewise
-    max_batch: int = Field(default=32, ge=1, le=1024, alias="CLMLF_MAX_BATCH")
+    # None = chosen at start-up from the model: 64 for a text-only one, 32 when it reads images (see AUTO_MAX_BATCH)
+    max_batch: int | None = Field(default=None, ge=1, le=1024, alias="CLMLF_MAX_BATCH")
     max_wait_ms: float = Field(default=50.0, gt=0, le=60_000, alias="CLMLF_MAX_WAIT_MS")
     metrics_port: int = Field(default=9108, ge=0, le=65535, alias="CLMLF_METRICS_PORT")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, alias="CLMLF_METRICS_HOST")
@@ -190,7 +191,7 @@ class RunConfig(KafkaTarget, RedisOptions, RetentionOptions, AlertOptions, Loggi
             f"topic={self.topic} group={self.group} bootstrap={self.bootstrap} "
             f"redis={self.display_url} prefix={self.redis_prefix} "
             f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} precision={self.precision} "
-            f"threads={self.threads or 'auto'} max_batch={self.max_batch} "
+            f"threads={self.threads or 'auto'} max_batch={self.max_batch or 'auto'} "
             f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
             f"metrics={self.metrics_host}:{self.metrics_port} security={self.security.protocol} "
             f"max_in_flight={self.max_in_flight}/{self.max_in_flight_bytes / 2**20:.0f}MiB "
@@ -229,7 +230,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", choices=("auto", "cpu", "cuda"),
                        help="auto = CUDA (bf16 autocast) when present, else CPU [CLMLF_DEVICE]")
     add_precision_arguments(model)
-    model.add_argument("--max-batch", metavar="N", help="flush a micro-batch at N posts (default 32) [CLMLF_MAX_BATCH]")
+    model.add_argument("--max-batch", metavar="N",
+                       help="flush a micro-batch at N posts (default auto: 64 for a text-only model, whose bf16 "
+                            "forward runs 1.2x faster per post at 64 than at 32, else 32) [CLMLF_MAX_BATCH]")
     model.add_argument("--max-wait-ms", metavar="MS",
                        help="... or when its oldest post waited MS (default 50) [CLMLF_MAX_WAIT_MS]")
 

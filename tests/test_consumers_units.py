@@ -147,6 +147,22 @@ def test_config_from_flags_and_environment(monkeypatch):
     assert "hunter2" not in repr(config) and "hunter2" not in config.describe()
 
 
+def test_max_batch_is_chosen_from_the_model_unless_given(monkeypatch):
+    from types import SimpleNamespace
+
+    from consumers.assembly import AUTO_MAX_BATCH, auto_max_batch
+
+    assert parse(BASE).max_batch is None and "max_batch=auto" in parse(BASE).describe()
+    assert parse([*BASE, "--max-batch", "12"]).max_batch == 12
+
+    def fake(trained_with_images):
+        return SimpleNamespace(loaded=SimpleNamespace(config=SimpleNamespace(trained_with_images=trained_with_images)))
+
+    assert auto_max_batch(fake(False)) == AUTO_MAX_BATCH["text-only"] == 64
+    assert auto_max_batch(fake(True)) == AUTO_MAX_BATCH["with images"] == 32
+    assert auto_max_batch(object()) == 32  # a predictor that does not say: the image-model cap, the safe one
+
+
 @pytest.mark.parametrize("argv, needle", [
     (BASE[2:], "--bootstrap"),
     ([*BASE[:1], "nohostport", *BASE[2:]], "HOST:PORT"),
