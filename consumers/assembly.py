@@ -72,26 +72,18 @@ class Assembled:
                 log.debug("close %r: %s", resource, exc)
 
 
-# The micro-batch cap when --max-batch is not given, by whether the model reads images. Text-only
-# batches are small in memory (the embedded default: 36 MiB of activations at 64) and bf16 GEMMs
-# gain from the larger batch (docs/performance.md); a paper-sized image model needs about 18 MiB of
-# activations per post, so it stays at 32.
-AUTO_MAX_BATCH = {"text-only": 64, "with images": 32}
-
-
 def auto_max_batch(predictor: Any) -> int:
-    """The micro-batch cap for ``predictor`` when none is configured (:data:`AUTO_MAX_BATCH`)."""
-    model_config = getattr(getattr(predictor, "loaded", None), "config", None)
-    text_only = model_config is not None and not getattr(model_config, "trained_with_images", True)
-    return AUTO_MAX_BATCH["text-only" if text_only else "with images"]
+    """The micro-batch cap for ``predictor`` when none is configured (``AUTO_BATCH_SIZE`` of its model)."""
+    from clmlf.model.config import auto_batch_size
+
+    return auto_batch_size(getattr(getattr(predictor, "loaded", None), "config", None))
 
 
 def load_predictor(config: RunConfig) -> Any:
     """The model, owned later by the worker thread (embedded default when no checkpoint)."""
     from clmlf.serving.inference import Predictor
 
-    return Predictor.from_checkpoint(config.checkpoint, device=config.device,
-                                     batch_size=config.max_batch or max(AUTO_MAX_BATCH.values()),
+    return Predictor.from_checkpoint(config.checkpoint, device=config.device, batch_size=config.max_batch,
                                      precision=config.precision)
 
 
@@ -157,8 +149,9 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     predictor = predictor or load_predictor(config)
     if config.max_batch is None:
         config = config.model_copy(update={"max_batch": auto_max_batch(predictor)})
-        log.info("micro-batch cap %d (auto: %s model)", config.max_batch,
-                 "text-only" if config.max_batch == AUTO_MAX_BATCH["text-only"] else "image-reading")
+        log.info("micro-batch cap %d (auto, from the model: %s)", config.max_batch,
+                 "text only" if getattr(getattr(predictor, "loaded", None), "config", None) is not None
+                 and not predictor.loaded.config.trained_with_images else "reads images")
     device = str(getattr(predictor, "device", config.device))
     plan = getattr(predictor, "precision", None)
     precision = plan.label if plan is not None else config.precision

@@ -153,7 +153,7 @@ class RunConfig(KafkaTarget, RedisOptions, RetentionOptions, AlertOptions, Loggi
     device: Literal["auto", "cpu", "cuda"] = Field("auto", alias="CLMLF_DEVICE")
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # flag and env: clmlf.settings (shared)
     threads: int | None = Field(default=None, ge=1, le=1024)  # None = from the CPU quota; likewise
-    # None = chosen at start-up from the model: 64 for a text-only one, 32 when it reads images (see AUTO_MAX_BATCH)
+    # None = chosen at start-up from the model: 64 for a text-only one, 32 when it reads images (clmlf.model.config.AUTO_BATCH_SIZE)
     max_batch: int | None = Field(default=None, ge=1, le=1024, alias="CLMLF_MAX_BATCH")
     max_wait_ms: float = Field(default=50.0, gt=0, le=60_000, alias="CLMLF_MAX_WAIT_MS")
     metrics_port: int = Field(default=9108, ge=0, le=65535, alias="CLMLF_METRICS_PORT")

@@ -150,7 +150,8 @@ def test_config_from_flags_and_environment(monkeypatch):
 def test_max_batch_is_chosen_from_the_model_unless_given(monkeypatch):
     from types import SimpleNamespace
 
-    from consumers.assembly import AUTO_MAX_BATCH, auto_max_batch
+    from clmlf.model.config import AUTO_BATCH_SIZE as AUTO_MAX_BATCH
+    from consumers.assembly import auto_max_batch
 
     assert parse(BASE).max_batch is None and "max_batch=auto" in parse(BASE).describe()
     assert parse([*BASE, "--max-batch", "12"]).max_batch == 12

@@ -126,3 +126,15 @@ def test_a_batch_without_images_skips_the_pixels_and_scores_as_with_zero_pixels(
     # A batch with one image still gets a real, writable pixel block.
     mixed = predictor.preprocessor.collate(texts, [None, torch.ones(3, size, size), None])
     assert mixed["pixel_values"].stride(0) != 0 and mixed["image_present"].tolist() == [False, True, False]
+
+
+def test_batch_size_left_unset_is_chosen_from_the_model(tiny_checkpoint: Path) -> None:
+    from tiny_models import tiny_config
+
+    from clmlf.model.config import AUTO_BATCH_SIZE, auto_batch_size
+
+    assert auto_batch_size(tiny_config(trained_with_images=False)) == AUTO_BATCH_SIZE["text-only"] == 64
+    assert auto_batch_size(tiny_config()) == AUTO_BATCH_SIZE["with images"] == 32
+    assert auto_batch_size(None) == 32
+    assert Predictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=None, precision="fp32").batch_size == 32
+    assert Predictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=5, precision="fp32").batch_size == 5

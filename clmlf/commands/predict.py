@@ -62,7 +62,7 @@ class PredictConfig(BaseModel):
     input: str = Field(min_length=1)
     output: str = Field(min_length=1)
     checkpoint: str | None = None
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int | None = Field(None, ge=1, le=4096)  # None: from the model (64 text-only, 32 with images)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     threads: int | None = Field(None, ge=1, le=1024)
@@ -87,7 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="DIR",
         help="checkpoint directory (env CLMLF_CHECKPOINT; default: the embedded model)",
     )
-    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="posts per forward pass (default 32)")
+    parser.add_argument("--batch-size", type=int, default=None, metavar="N",
+                        help="posts per forward pass (default: 64 for a text-only model such as the embedded one, "
+                             "32 for a model that reads images)")
     parser.add_argument(
         "--device",
         default=env_default("CLMLF_DEVICE", "auto"),

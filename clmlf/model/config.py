@@ -91,3 +91,17 @@ class ModelConfig(BaseModel):
     @classmethod
     def from_json(cls, text: str) -> ModelConfig:
         return cls.model_validate_json(text)
+
+
+# Posts per forward pass when none is configured (``clmlf predict --batch-size``, the stream's
+# ``--max-batch``), by whether the model reads images. Text-only batches are small in memory (the
+# embedded default: 36 MiB of activations at 64) and bf16 GEMMs gain from the larger batch
+# (docs/performance.md, 2026-12-03: 1.2x per post at 64 against 32); a paper-sized image model needs
+# about 18 MiB of activations per post, so it stays at 32.
+AUTO_BATCH_SIZE = {"text-only": 64, "with images": 32}
+
+
+def auto_batch_size(config: ModelConfig | None) -> int:
+    """:data:`AUTO_BATCH_SIZE` for a model of ``config`` (None, unknown: the image-model size, the safe one)."""
+    text_only = config is not None and not config.trained_with_images
+    return AUTO_BATCH_SIZE["text-only" if text_only else "with images"]

@@ -74,14 +74,21 @@ class Predictor:
         self.model_name = loaded.name
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int = 32,
+    def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int | None = 32,
                         precision: str | PrecisionPlan = "auto") -> Predictor:
-        """Load ``path``; ``None`` loads the embedded default model (clmlf/model/default_model_files)."""
+        """Load ``path``; ``None`` loads the embedded default model (clmlf/model/default_model_files).
+
+        ``batch_size`` None: chosen from the model (``clmlf.model.config.auto_batch_size``).
+        """
+        from clmlf.model.config import auto_batch_size
+
         if path is None:
             from clmlf.model.default_model import default_checkpoint_dir
 
             path = default_checkpoint_dir()
-        return cls(load(path, device="cpu"), device=device, batch_size=batch_size, precision=precision)
+        loaded = load(path, device="cpu")
+        return cls(loaded, device=device, batch_size=batch_size or auto_batch_size(loaded.config),
+                   precision=precision)
 
     @property
     def uses_bf16(self) -> bool:
