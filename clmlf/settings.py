@@ -149,6 +149,11 @@ def add_precision_arguments(parser: argparse.ArgumentParser | argparse._Argument
         help="auto, fp32, bf16 or int8 (env CLMLF_PRECISION; default auto: bf16 on CUDA and on CPUs with "
         "native bf16, else fp32; int8 is opt-in, it changes labels)",
     )
+    add_threads_argument(parser)
+
+
+def add_threads_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--threads`` (env ``CLMLF_THREADS``), for commands that run the model in fp32 only (clmlf soup)."""
     parser.add_argument(
         "--threads",
         type=_threads_arg,

@@ -149,9 +149,8 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
     predictor = predictor or load_predictor(config)
     if config.max_batch is None:
         config = config.model_copy(update={"max_batch": auto_max_batch(predictor)})
-        log.info("micro-batch cap %d (auto, from the model: %s)", config.max_batch,
-                 "text only" if getattr(getattr(predictor, "loaded", None), "config", None) is not None
-                 and not predictor.loaded.config.trained_with_images else "reads images")
+        log.info("micro-batch cap %d (auto: 64 for a text-only model, 32 for one that reads images)",
+                 config.max_batch)
     device = str(getattr(predictor, "device", config.device))
     plan = getattr(predictor, "precision", None)
     precision = plan.label if plan is not None else config.precision

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from clmlf.settings import add_precision_arguments, env_default, setup_logging
+from clmlf.settings import add_threads_argument, env_default, setup_logging
 
 EPILOG = """\
 examples:
@@ -23,7 +23,8 @@ Greedy: the best single run on the held-out slice starts the soup; each next-bes
 the held-out score (the run's selection metric) does not drop. Every report of the runs (held-out,
 per source, dev splits) is scored for the result and stored in its config.json (extra.soup,
 extra.evaluations); dev splits are reported, never used to choose.
-With --json the last line of stdout is {"members", "table", "evaluations"}.
+With --json the last line of stdout is {"members", "table", "metric", "selected_on", "ingredient_scores",
+"evaluations"}.
 """
 
 
@@ -44,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="dataset folder (default: the runs' own data root; env CLMLF_DATA_ROOT)")
     p.add_argument("--batch-size", type=int, metavar="N", default=64)
     p.add_argument("--device", default=env_default("CLMLF_DEVICE", "auto"), choices=("auto", "cpu", "cuda"))
-    add_precision_arguments(p)
+    add_threads_argument(p)  # scored in fp32: a choice between runs must not hinge on bf16 rounding
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--log-level", metavar="LEVEL", default=env_default("LOG_LEVEL", "INFO"))

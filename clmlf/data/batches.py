@@ -111,7 +111,6 @@ class PostDataset(Dataset):
                     image_aug = self._augmented(base, index)
         return Item(index, sample.label, sample.text, sample.translation, sample.aspect, image, image_aug, distractor)
 
-
     def _augmented(self, base: Image.Image, index: int) -> Tensor:
         if not self.augment_copies:
             return self.pre.to_tensor(self.augment(base))
