@@ -75,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--agreement-posts", type=int, default=500,
                         help="posts labelled by every variant to measure agreement with the first (0 = skip)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the default model")
+    parser.add_argument("--texts", type=Path, metavar="SPLIT_JSON",
+                        help="draw post texts from this MVSA-layout split file (e.g. ../shared/data/clmlf-reference/"
+                             "MVSA-single/10-flod-1/dev.json) instead of random words")
     parser.add_argument("--model-cache", type=Path, default=Path(tempfile.gettempdir()) / "clmlf-bench-default-arch",
                         help="where the random-fusion default-architecture checkpoint is saved when needed")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
@@ -160,12 +163,14 @@ WORDS = ("love", "hate", "the", "new", "phone", "coffee", "flight", "was", "real
          "service", "today", "again", "never", "best", "worst", "ok", "meh")
 
 
-def make_posts(n: int, prefix: str, image_share: float, image_base: str, seed: int) -> list[dict]:
+def make_posts(n: int, prefix: str, image_share: float, image_base: str, seed: int,
+               texts: list[str] | None = None) -> list[dict]:
+    """``n`` posts: texts of 4-40 random words, or drawn from ``texts`` (real posts) when given."""
     rng = random.Random(seed)
     posts = []
     for i in range(n):
-        post = {"id": f"{prefix}{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40))),
-                "topics": ["bench"]}
+        text = rng.choice(texts) if texts else " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40)))
+        post = {"id": f"{prefix}{i}", "text": text, "topics": ["bench"]}
         roll = rng.random()
         if roll < image_share / 2:
             post["image_b64"] = base64.b64encode(png(seed * 100_000 + i)).decode()
@@ -369,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     checkpoint, model_desc = resolve_checkpoint(args)
+    texts = [row["text"] for row in json.loads(args.texts.read_text(encoding="utf-8"))] if args.texts else None
     predictors = {name: load_variant(checkpoint, name, args) for name in dict.fromkeys(args.precision)}
     first = next(iter(predictors.values()))
     say(f"model: {model_desc} on {first.device}, variants "
@@ -382,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="clmlf-bench-") as tmp:
         harness = PipelineHarness(first, args, Path(tmp))
         try:
-            warm = make_posts(args.max_batch, "warm", args.image_share, images.base, seed=1)
+            warm = make_posts(args.max_batch, "warm", args.image_share, images.base, seed=1, texts=texts)
             for predictor in predictors.values():
                 bench_predict_path(predictor, warm)
             # Rounds alternate predict path and pipeline of every variant on the same posts (fresh ids each
@@ -390,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
             rates = {name: {"predict": [], "pipeline": [], "ratio": [], "cpu_predict": [], "cpu_pipeline": []}
                      for name in predictors}
             for round_no in range(args.rounds):
-                posts = make_posts(args.posts, f"r{round_no}-", args.image_share, images.base, seed=2)
+                posts = make_posts(args.posts, f"r{round_no}-", args.image_share, images.base, seed=2, texts=texts)
                 for name, predictor in predictors.items():
                     say(f"round {round_no + 1}/{args.rounds} {name}: predict path, then pipeline, {len(posts)} posts")
                     predict_rate = bench_predict_path(predictor, posts, cpu=rates[name]["cpu_predict"])
@@ -419,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                         [a / b for a, b in zip(r["pipeline"], rates[reference]["pipeline"], strict=True)]), 2),
                 }
             if args.agreement_posts:
-                check = make_posts(args.agreement_posts, "agree-", args.image_share, images.base, seed=7)
+                check = make_posts(args.agreement_posts, "agree-", args.image_share, images.base, seed=7, texts=texts)
                 labels = {}
                 for name, predictor in predictors.items():
                     labels[name] = []
@@ -437,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
                 rate = pipeline_rate * load
                 n = max(10, int(rate * args.latency_seconds))
                 topic = f"latency{int(load * 100)}"
-                feed_posts = make_posts(n, f"{topic}-", args.image_share, images.base, seed=3 + int(load * 10))
+                feed_posts = make_posts(n, f"{topic}-", args.image_share, images.base, seed=3 + int(load * 10), texts=texts)
                 say(f"latency at {load:.0%} of max ({rate:.2f} posts/s, {n} posts) ...")
                 harness.run_topic(topic, [], feed=lambda b, t, fp=feed_posts, r=rate: produce(b, t, fp, r),
                                   expected=n)

@@ -90,7 +90,8 @@ def load_predictor(config: RunConfig) -> Any:
 def predict_fn(labeller: Any):
     """Adapter: work items -> the labelling core's predict (one forward per micro-batch)."""
     def predict(items: Sequence[WorkItem]) -> list[Any]:
-        return labeller.predict([it.post for it in items], [it.image for it in items], batch_size=len(items))
+        return labeller.predict([it.post for it in items], [it.image for it in items], batch_size=len(items),
+                                tokens=[it.tokens for it in items])
 
     return predict
 
@@ -199,7 +200,8 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
                             exit_when_idle=config.exit_when_idle, shutdown_grace=config.shutdown_grace,
                             max_in_flight_bytes=config.max_in_flight_bytes,
                             image_tensor_bytes=3 * image_size * image_size * 4)
-    pipeline = Pipeline(settings, consumer, dlq, images, ready, worker, sink_queue, sink, completions, metrics)
+    pipeline = Pipeline(settings, consumer, dlq, images, ready, worker, sink_queue, sink, completions, metrics,
+                        encode_text=labeller.encode)
 
     health = None
     if serve_http and config.metrics_port:

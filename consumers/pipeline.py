@@ -9,8 +9,9 @@ One thread (the caller of :meth:`Pipeline.run`) owns the Kafka consumer and the
    of them (raw value, base64 image, image tensor), are held, and resumes them when
    both are back at half (so every queue stays bounded and memory flat; nothing is
    dropped: unpolled records simply wait in Kafka);
-4. polls records, dead-letters invalid ones and hands valid ones to the image
-   stage, which feeds the model worker, which feeds the sink writer.
+4. polls records, dead-letters invalid ones, encodes the text of valid ones (off the
+   model thread) and hands them to the image stage, which feeds the model worker,
+   which feeds the sink writer.
 
 Rebalances: on revoke, finished work of the revoked partitions is committed and
 unfinished work dropped (its lease is revoked; the new owner gets it again).
@@ -25,6 +26,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kafka import TopicPartition
@@ -42,7 +44,7 @@ from consumers.rebalance import RebalanceListener, partition_names
 from consumers.sinks import SinkWriter
 from consumers.work import DeadLetter, Done, WorkItem, post_bytes
 from consumers.worker import ModelWorker
-from contract.posts import InvalidPost, parse_post
+from contract.posts import InvalidPost, Post, parse_post
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,12 @@ class Pipeline:
 
     def __init__(self, settings: LoopSettings, consumer: Any, dlq: DeadLetterWriter, images: ImageStage,
                  ready: queue.Queue, worker: ModelWorker, sink_queue: queue.Queue, sink: SinkWriter,
-                 completions: queue.Queue, metrics: PipelineMetrics) -> None:
+                 completions: queue.Queue, metrics: PipelineMetrics,
+                 encode_text: Callable[[Post], Any] | None = None) -> None:
+        """``encode_text``: the labeller's text encoding, run here on the consumer loop so the model
+        thread only pads (and the micro-batcher groups posts by token count); None: the model encodes."""
         self.settings = settings
+        self.encode_text = encode_text
         self.consumer = consumer
         self.dlq = dlq
         self.images = images
@@ -256,12 +262,23 @@ class Pipeline:
             self.tracker.hold(lease, record.offset, post_bytes(post, self.settings.image_tensor_bytes))
             self.images.submit(WorkItem(lease=lease, topic=tp.topic, partition=tp.partition,
                                         offset=record.offset, key=record.key, raw=value, post=post,
-                                        record_time=record.timestamp / 1000.0, received=time.monotonic()))
+                                        record_time=record.timestamp / 1000.0, received=time.monotonic(),
+                                        tokens=self._encode(post)))
             return
         self.metrics.dlq.labels(reason=reason).inc()
         self.dlq.submit(lease, dlq_topic=self.settings.dlq_topic, source_topic=tp.topic,
                         partition=tp.partition, offset=record.offset, key=record.key, value=value,
                         timestamp_ms=record.timestamp, reason=reason, detail=detail)
+
+    def _encode(self, post: Post) -> Any:
+        """The post's tokens, or None (the model worker encodes it) when there is no encoder or it fails."""
+        if self.encode_text is None:
+            return None
+        try:
+            return self.encode_text(post)
+        except Exception as exc:  # never lose a valid post to its encoding: the model thread tries again
+            log.warning("post %r: text encoding failed on the consumer loop (%s)", post.id, type(exc).__name__)
+            return None
 
     def _collect(self, resend: bool = True) -> None:
         """Move finished offsets (sinks, dead letters) into the tracker.

@@ -26,6 +26,7 @@ class WorkItem:
     received: float  # time.monotonic() when polled
     image: Any = None  # decoded image tensor, when one was used
     image_status: ImageStatus = "none"
+    tokens: Any = None  # the text encoded for the model (clmlf.model.preprocess.TextTokens), None: not yet
 
     @property
     def event_time(self) -> float:
@@ -33,7 +34,8 @@ class WorkItem:
 
     @property
     def text_length(self) -> int:
-        return len(self.post.text)
+        """What the post costs in a batch: its token count once encoded, else its characters."""
+        return len(self.tokens) if self.tokens is not None else len(self.post.text)
 
 
 def post_bytes(post: Post, image_tensor_bytes: int) -> int:

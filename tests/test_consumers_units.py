@@ -518,3 +518,45 @@ def test_finished_work_of_lost_partitions_is_committed_when_they_return_and_the_
     assert pipeline._drain() == 0
     last = caplog.records[-1].getMessage()
     assert "offsets committed" not in last and "posts[0]" in last and "lost" in last, last
+
+
+# ------------------------------------------------------------------ loop: text encoded off the model thread
+
+def test_the_consumer_loop_encodes_each_posts_text_and_a_failed_encoding_loses_nothing(caplog):
+    """The model thread only pads: tokens travel on the work item, and the batcher groups by their count."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from kafka import TopicPartition
+
+    from consumers.loop_settings import LoopSettings
+    from consumers.pipeline import Pipeline
+    from consumers.rebalance import RebalanceListener
+
+    class Collect:
+        error = None
+
+        def __init__(self) -> None:
+            self.items: list[WorkItem] = []
+
+        def submit(self, item: WorkItem) -> None:
+            self.items.append(item)
+
+    def encode(post):
+        if "poison" in post.text:
+            raise RuntimeError("tokenizer broke")
+        return ("tokens of", post.text, "x" * 7)[:3]
+
+    images = Collect()
+    pipeline = Pipeline(LoopSettings("posts", "posts.dlq", 100, None, 1.0), CommitLog(),
+                        DeadLetterWriter(producer=None), images, queue.Queue(), Collect(), queue.Queue(),
+                        Collect(), queue.Queue(), PipelineMetrics(), encode_text=encode)
+    tp = TopicPartition("posts", 0)
+    asyncio.run(RebalanceListener(pipeline).on_partitions_assigned({tp}))
+    caplog.set_level(logging.WARNING, logger="consumers.pipeline")
+    for offset, text in enumerate(["a fine day", "a poison pill of a text"]):
+        value = json.dumps({"id": str(offset), "text": text, "topics": ["t"]}).encode()
+        pipeline._take(tp, SimpleNamespace(offset=offset, key=None, value=value, timestamp=0))
+    assert [item.tokens for item in images.items] == [("tokens of", "a fine day", "xxxxxxx"), None]
+    assert [item.text_length for item in images.items] == [3, len("a poison pill of a text")]
+    assert "text encoding failed on the consumer loop (RuntimeError)" in caplog.text

@@ -138,3 +138,35 @@ def test_batch_size_left_unset_is_chosen_from_the_model(tiny_checkpoint: Path) -
     assert auto_batch_size(None) == 32
     assert Predictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=None, precision="fp32").batch_size == 32
     assert Predictor.from_checkpoint(tiny_checkpoint, device="cpu", batch_size=5, precision="fp32").batch_size == 5
+
+
+def test_batches_are_grouped_by_token_count_not_characters(tiny_checkpoint: Path) -> None:
+    """A URL is few characters and many tokens, a long plain word the reverse: batches follow the tokens,
+    so each is padded to texts of about its own token count (real posts: docs/performance.md)."""
+
+    class Recording(Predictor):
+        def probabilities(self, batch):
+            self.batches.append([len(t) for t in self.encode(batch)])
+            return super().probabilities(batch)
+
+    predictor = Recording(load(tiny_checkpoint), device="cpu", batch_size=2, precision="fp32")
+    predictor.batches = []
+    texts = ["http://t.co/Xy7Qa1zP", "supercalifragilistic", "ok", "http://t.co/a1b2c3d4/e5f6"]
+    tokens = [len(t) for t in predictor.preprocessor.encode(texts)]
+    assert sorted(range(4), key=lambda i: len(texts[i])) != sorted(range(4), key=tokens.__getitem__)
+    together = predictor.predict([InferenceItem(t) for t in texts])
+    assert predictor.batches == [sorted(tokens)[:2], sorted(tokens)[2:]]
+    for text, joint in zip(texts, together, strict=True):
+        alone = predictor.predict([InferenceItem(text)])[0]
+        assert joint.label == alone.label
+        assert joint.scores == pytest.approx(alone.scores, abs=1e-5)
+
+
+def test_an_item_that_brings_its_tokens_is_not_encoded_again(predictor: Predictor) -> None:
+    tokens = predictor.preprocessor.encode(["acme is the best brand ever made"])[0]
+    given = predictor.predict([InferenceItem("ignored: the tokens are given", tokens=tokens)])[0]
+    encoded = predictor.predict([InferenceItem("acme is the best brand ever made")])[0]
+    assert given.scores == pytest.approx(encoded.scores, abs=1e-6)
+    mixed = predictor.predict([InferenceItem("meh"), InferenceItem("x", tokens=tokens)])
+    assert mixed[1].scores == pytest.approx(encoded.scores, abs=1e-5)
+    assert mixed[0].scores == pytest.approx(predictor.predict([InferenceItem("meh")])[0].scores, abs=1e-5)

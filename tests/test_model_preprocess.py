@@ -6,6 +6,8 @@ import io
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from tiny_models import tiny_config
 
@@ -134,3 +136,64 @@ def test_extreme_aspect_ratio_is_resized_in_bounded_memory(pre: Preprocessor, mo
     tensor = pre.image_from_bytes(buffer.getvalue())
     assert tensor.shape == (3, 224, 224)
     torch.testing.assert_close(tensor[0], torch.full((224, 224), (90 / 255 - 0.485) / 0.229), atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- encode once, pad per batch
+
+SOCIAL_TEXT = st.lists(
+    st.one_of(
+        st.text(min_size=0, max_size=12),
+        st.sampled_from(["http://t.co/Xy7Qa1", "#NoFilter", "@acme_support", "😀😀", "RT", "!!!", "naïve café"]),
+    ),
+    min_size=0,
+    max_size=30,
+).map(" ".join)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(SOCIAL_TEXT, min_size=1, max_size=6))
+def test_padding_encoded_texts_equals_the_tokenizers_own_padding(tokenizer, texts) -> None:
+    """Property: :meth:`pad` of :meth:`encode` is what the tokenizer's padded call returns, for any texts."""
+    pre = Preprocessor(ModelConfig(max_text_len=16), tokenizer)
+    expected = tokenizer(texts, truncation=True, max_length=16, padding="longest", return_tensors="pt",
+                         return_token_type_ids=True)
+    encoded = pre.encode(texts)
+    assert [len(t) for t in encoded] == expected["attention_mask"].sum(dim=1).tolist()
+    batch = pre.pad(encoded)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(batch[key], expected[key]), key
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(SOCIAL_TEXT, min_size=1, max_size=4), aspects=st.lists(SOCIAL_TEXT, min_size=4, max_size=4))
+def test_aspect_pairs_keep_their_segments_when_padded_later(tokenizer, texts, aspects) -> None:
+    pre = Preprocessor(ModelConfig(max_text_len=16, aspect=True), tokenizer)
+    aspects = [a or None for a in aspects[: len(texts)]]
+    expected = tokenizer(texts, [a or "" for a in aspects], truncation="longest_first", max_length=16,
+                         padding="longest", return_tensors="pt", return_token_type_ids=True)
+    batch = pre.pad(pre.encode(texts, aspects))
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(batch[key], expected[key]), key
+
+
+def test_left_padding_tokenizer_is_padded_on_the_left(tokenizer) -> None:
+    import copy
+
+    left = copy.deepcopy(tokenizer)
+    left.padding_side = "left"
+    pre = Preprocessor(ModelConfig(max_text_len=16), left)
+    texts = ["hi", "acme makes good phones"]
+    expected = left(texts, truncation=True, max_length=16, padding="longest", return_tensors="pt")
+    batch = pre.pad(pre.encode(texts))
+    assert torch.equal(batch["input_ids"], expected["input_ids"])
+    assert torch.equal(batch["attention_mask"], expected["attention_mask"])
+
+
+def test_collate_pads_given_tokens_instead_of_tokenizing_the_texts(pre: Preprocessor) -> None:
+    tokens = pre.encode(["acme makes good phones"])
+    batch = pre.collate(["this text is not read"], [None], tokens=tokens)
+    assert torch.equal(batch["input_ids"], pre.tokenize(["acme makes good phones"])["input_ids"])
+    with pytest.raises(ValueError, match="1 token lists for 2 texts"):
+        pre.collate(["a", "b"], [None, None], tokens=tokens)
+    with pytest.raises(ValueError, match="nothing to pad"):
+        pre.pad([])

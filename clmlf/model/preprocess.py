@@ -15,6 +15,7 @@ The image path is split into steps so training can insert its augmentations
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,6 +30,21 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 
+@dataclass(frozen=True, slots=True)
+class TextTokens:
+    """One text as the model reads it: token ids with the special tokens, before padding.
+
+    ``type_ids``: the segment of each token (an aspect-based input's second segment), None when all are 0.
+    Its length is what a batch of it costs: batches are grouped and padded by it.
+    """
+
+    ids: list[int]
+    type_ids: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 class Preprocessor:
     """Tokenizer + image transform of one model configuration."""
 
@@ -40,12 +56,12 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ text
 
-    def tokenize(self, texts: Sequence[str], aspects: Sequence[str | None] | None = None) -> dict[str, Tensor]:
-        """``input_ids``, ``attention_mask``, ``token_type_ids`` [B, L], padded to the longest in the batch.
+    def encode(self, texts: Sequence[str], aspects: Sequence[str | None] | None = None) -> list[TextTokens]:
+        """Each text's token ids, unpadded (special tokens included, at most ``max_text_len``).
 
         For an aspect-based config the input is ``[CLS] sentence [SEP] aspect [SEP]`` (a missing
         aspect becomes the empty string); other configs ignore ``aspects``, as their model was trained
-        without them. Truncation keeps at most ``max_text_len`` pieces.
+        without them. One tokenizer call for all texts; :meth:`pad` turns any of them into a batch.
         """
         texts = list(texts)
         use_aspects = self.config.aspect
@@ -55,20 +71,45 @@ class Preprocessor:
             if len(aspects) != len(texts):
                 raise ValueError(f"{len(aspects)} aspects for {len(texts)} texts")
             second = [a or "" for a in aspects]
+        if not texts:
+            return []
         encoded = self.tokenizer(
             texts,
             second,
             truncation="longest_first" if use_aspects else True,
             max_length=self.config.max_text_len,
-            padding="longest",
-            return_tensors="pt",
-            return_token_type_ids=True,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=use_aspects,
         )
-        return {
-            "input_ids": encoded["input_ids"],
-            "attention_mask": encoded["attention_mask"],
-            "token_type_ids": encoded["token_type_ids"],
-        }
+        type_ids = encoded["token_type_ids"] if use_aspects else [None] * len(texts)
+        return [TextTokens(list(ids), None if t is None or not any(t) else list(t))
+                for ids, t in zip(encoded["input_ids"], type_ids, strict=True)]
+
+    def pad(self, tokens: Sequence[TextTokens]) -> dict[str, Tensor]:
+        """``input_ids``, ``attention_mask``, ``token_type_ids`` [B, L], padded to the longest of ``tokens``
+        on the tokenizer's padding side with its pad id (exactly what the tokenizer's own padding gives)."""
+        if not tokens:
+            raise ValueError("nothing to pad: no texts")
+        length = max(len(t) for t in tokens)
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        left = getattr(self.tokenizer, "padding_side", "right") == "left"
+        input_ids = torch.full((len(tokens), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(tokens), length), dtype=torch.long)
+        token_type_ids = torch.zeros((len(tokens), length), dtype=torch.long)
+        for row, item in enumerate(tokens):
+            n = len(item)
+            span = slice(length - n, length) if left else slice(0, n)
+            input_ids[row, span] = torch.tensor(item.ids, dtype=torch.long)
+            attention_mask[row, span] = 1
+            if item.type_ids is not None:
+                token_type_ids[row, span] = torch.tensor(item.type_ids, dtype=torch.long)
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+
+    def tokenize(self, texts: Sequence[str], aspects: Sequence[str | None] | None = None) -> dict[str, Tensor]:
+        """``input_ids``, ``attention_mask``, ``token_type_ids`` [B, L], padded to the longest in the batch
+        (:meth:`encode`, then :meth:`pad`)."""
+        return self.pad(self.encode(texts, aspects))
 
     # ------------------------------------------------------------------ images
 
@@ -109,15 +150,21 @@ class Preprocessor:
         texts: Sequence[str],
         images: Sequence[Tensor | None],
         aspects: Sequence[str | None] | None = None,
+        tokens: Sequence[TextTokens] | None = None,
     ) -> dict[str, Tensor]:
         """One model batch: token tensors + ``pixel_values`` (zeros where no image) + ``image_present``.
+
+        ``tokens``: the texts already encoded (:meth:`encode`, e.g. off the model thread); they are
+        only padded here, and ``texts`` / ``aspects`` are not tokenized again.
 
         A batch without any image gets a read-only zero view (one image's worth of memory, expanded):
         the model skips the image path for it, so nothing should pay for a [B, 3, H, W] block of zeros.
         """
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images for {len(texts)} texts")
-        batch = self.tokenize(texts, aspects)
+        if tokens is not None and len(tokens) != len(texts):
+            raise ValueError(f"{len(tokens)} token lists for {len(texts)} texts")
+        batch = self.pad(tokens) if tokens is not None else self.tokenize(texts, aspects)
         present = torch.tensor([image is not None for image in images], dtype=torch.bool)
         if bool(present.any()):
             pixels = self.blank_pixels(len(texts))

@@ -11,6 +11,7 @@ only Kafka, time-based micro-batching and Redis around them:
 step                       the core                             the stream stage that runs it
 =========================  ===================================  ===============================
 parse the raw post         :func:`contract.posts.parse_post`    consumer loop (invalid: DLQ)
+encode its text            :meth:`Labeller.encode`              consumer loop (off the model thread)
 resolve its image          :class:`ImageResolver`               image stage (thread pool)
 predict a batch            :meth:`Labeller.predict`             model worker (micro-batches)
 build the result record    :func:`result_record`                sink writer (then Redis)
@@ -200,15 +201,27 @@ class Labeller:
         """False for a checkpoint trained without images: every image is ``ignored``."""
         return self.images.use_images
 
+    def encode(self, post: Post) -> Any:
+        """The post's text as the model reads it (``clmlf.model.preprocess.TextTokens``; its length is
+        the post's cost in a batch). Thread-safe: the stream encodes on its consumer loop."""
+        return self.predictor.preprocessor.encode([post.text], [post.aspect])[0]
+
     def predict(
-        self, posts: Sequence[Post], images: Sequence[Any], batch_size: int | None = None
+        self,
+        posts: Sequence[Post],
+        images: Sequence[Any],
+        batch_size: int | None = None,
+        tokens: Sequence[Any] | None = None,
     ) -> list[Prediction]:
         """Label ``posts`` (with their image tensors, None for none) in batches of ``batch_size``
-        (None: the predictor's); the predictions are in the order of ``posts``."""
+        (None: the predictor's); the predictions are in the order of ``posts``. ``tokens``: the
+        posts' :meth:`encode` results where already made (None entries are encoded here)."""
         from clmlf.serving.inference import InferenceItem
 
+        tokens = tokens if tokens is not None else [None] * len(posts)
         items = [
-            InferenceItem(post.text, post.aspect, image) for post, image in zip(posts, images, strict=True)
+            InferenceItem(post.text, post.aspect, image, encoded)
+            for post, image, encoded in zip(posts, images, tokens, strict=True)
         ]
         return self.predictor.predict(items, batch_size=batch_size)
 

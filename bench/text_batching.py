@@ -1,0 +1,161 @@
+"""Batching real posts by token count against batching them by characters, on the predict path.
+
+Each text of a batch is padded to the batch's longest, so what a batch costs is its size times
+its longest token count. Social-media text breaks the link between characters and tokens (a
+URL is 23 characters and 15 tokens, an emoji 1 character and 1-3 tokens, a hashtag splits
+into word pieces), so sorting posts by characters before cutting batches, as the predictor
+did before, pads far more than sorting by the tokens themselves.
+
+Variants, timed in interleaved rounds on the same posts (each variant in turn, every round):
+
+* ``chars``: the previous predictor (posts sorted by characters, each batch tokenized and padded);
+* ``tokens``: the predictor now (texts encoded once, sorted by token count, each batch padded).
+
+Both run the whole ``clmlf predict`` path (``clmlf.commands.predict.predict_stream``: parse,
+images, batches, result records) on the MVSA dev texts as JSONL posts, with the embedded
+default model (or ``--checkpoint``) in the serving precision ``--precision`` (auto: what the
+service picks on this machine). Reported per data set: posts/s (median of rounds) and the
+speed-up, the padded tokens per real token, and label agreement and the largest probability
+change between the two (padding does not change a text's own tokens, so labels should agree).
+
+    .venv/bin/python bench/text_batching.py                                  # about 4 min on 2 cores
+    .venv/bin/python bench/text_batching.py --batch-sizes 32 64 --rounds 5 --limit 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DATASETS = {"mvsa-single": "MVSA-single", "mvsa-multiple": "MVSA-multiple"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data/clmlf-reference"),
+                        help="the release layout with MVSA-single/ and MVSA-multiple/ (default %(default)s)")
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
+    parser.add_argument("--split", default="dev", help="which split's texts (default dev)")
+    parser.add_argument("--limit", type=int, default=0, help="first N texts of each split (0 = all)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64], help="predict batch sizes (default 64)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (default 3)")
+    parser.add_argument("--precision", default="auto", help="serving precision (default auto)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--checkpoint", default=None, help="checkpoint instead of the embedded default model")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    return parser.parse_args(argv)
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def char_order_predictor(base):
+    """The predictor as it was: items sorted by characters, each batch tokenized on its own."""
+    from clmlf.serving.inference import Prediction
+
+    class CharOrder(type(base)):
+        def predict(self, items, batch_size=None):
+            size = batch_size or self.batch_size
+            order = sorted(range(len(items)), key=lambda i: len(items[i].text))
+            results = [None] * len(items)
+            for start in range(0, len(order), size):
+                chunk = order[start : start + size]
+                probabilities = self.probabilities([items[i] for i in chunk])
+                for row, index in enumerate(chunk):
+                    scores = {label: float(p) for label, p in zip(self.labels, probabilities[row], strict=True)}
+                    results[index] = Prediction(label=self.labels[int(probabilities[row].argmax())], scores=scores)
+            return results
+
+    clone = CharOrder.__new__(CharOrder)
+    clone.__dict__.update(base.__dict__)  # same model object, same settings
+    return clone
+
+
+def padding_ratio(lengths: list[int], batch_size: int, key) -> float:
+    order = sorted(range(len(lengths)), key=key)
+    padded = sum(max(lengths[i] for i in order[s : s + batch_size]) * len(order[s : s + batch_size])
+                 for s in range(0, len(order), batch_size))
+    return padded / sum(lengths)
+
+
+def run_path(predictor, lines: bytes) -> tuple[float, list[dict]]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clmlf.commands.predict import IMAGE_WORKERS, predict_stream
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
+
+    sink = io.StringIO()
+    with ImageFetcher(FetchConfig()) as fetcher, ThreadPoolExecutor(max_workers=IMAGE_WORKERS) as pool:
+        start = time.perf_counter()
+        predict_stream(io.BytesIO(lines), sink, predictor, fetcher, pool, progress=False)
+        elapsed = time.perf_counter() - start
+    return elapsed, [json.loads(line) for line in sink.getvalue().splitlines()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from clmlf.serving.inference import Predictor
+
+    torch.set_num_threads(args.threads)
+    results: dict = {"command": "python bench/text_batching.py " + shlex.join(argv or sys.argv[1:]),
+                     "load_average_start": round(os.getloadavg()[0], 1), "runs": []}
+    for batch_size in args.batch_sizes:
+        tokens_first = Predictor.from_checkpoint(args.checkpoint, device="cpu", batch_size=batch_size,
+                                                 precision=args.precision)
+        variants = {"chars": char_order_predictor(tokens_first), "tokens": tokens_first}
+        results["precision"] = tokens_first.precision.mode
+        results["model"] = tokens_first.model_name
+        for dataset in args.datasets:
+            folder = args.data_root / DATASETS[dataset] / "10-flod-1"
+            rows = json.loads((folder / f"{args.split}.json").read_text(encoding="utf-8"))
+            texts = [row["text"] for row in rows][: args.limit or None]
+            lines = b"".join(json.dumps({"id": str(i), "text": t, "topics": ["bench"]}).encode() + b"\n"
+                             for i, t in enumerate(texts))
+            lengths = [len(t) for t in tokens_first.preprocessor.encode(texts)]
+            seconds: dict[str, list[float]] = {name: [] for name in variants}
+            records: dict[str, list[dict]] = {}
+            run_path(tokens_first, lines[: lines.index(b"\n", 2000) + 1])  # warm-up
+            for round_no in range(args.rounds):
+                for name, predictor in variants.items():
+                    elapsed, records[name] = run_path(predictor, lines)
+                    seconds[name].append(elapsed)
+                    say(f"batch {batch_size} {dataset} round {round_no + 1}/{args.rounds} {name}: "
+                        f"{len(texts) / elapsed:.1f} posts/s")
+            same = sum(a["label"] == b["label"] for a, b in zip(records["chars"], records["tokens"], strict=True))
+            change = max(abs(a["scores"][k] - b["scores"][k])
+                         for a, b in zip(records["chars"], records["tokens"], strict=True) for k in a["scores"])
+            rate = {name: len(texts) / statistics.median(s) for name, s in seconds.items()}
+            results["runs"].append({
+                "dataset": dataset, "posts": len(texts), "batch": batch_size,
+                "mean_tokens": round(sum(lengths) / len(lengths), 1),
+                "padded_per_real_token": {
+                    "chars": round(padding_ratio(lengths, batch_size, [len(t) for t in texts].__getitem__), 3),
+                    "tokens": round(padding_ratio(lengths, batch_size, lengths.__getitem__), 3)},
+                "posts_per_s": {name: round(r, 1) for name, r in rate.items()},
+                "rounds_s": {name: [round(x, 2) for x in s] for name, s in seconds.items()},
+                "speedup": round(rate["tokens"] / rate["chars"], 2),
+                "label_agreement": round(same / len(texts), 4),
+                "max_probability_change": round(change, 5),
+            })
+    results["load_average_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
