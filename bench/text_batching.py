@@ -2,14 +2,15 @@
 
 Each text of a batch is padded to the batch's longest, so what a batch costs is its size times
 its longest token count. Social-media text breaks the link between characters and tokens (a
-URL is 23 characters and 15 tokens, an emoji 1 character and 1-3 tokens, a hashtag splits
-into word pieces), so sorting posts by characters before cutting batches, as the predictor
+22-character ``t.co`` URL is 17 word pieces for MiniLM, a run of emoji one ``[UNK]``, a hashtag
+splits into pieces), so sorting posts by characters before cutting batches, as the predictor
 did before, pads far more than sorting by the tokens themselves.
 
-Variants, timed in interleaved rounds on the same posts (each variant in turn, every round):
+Variants (``--variants ORDER@BATCH ...``), timed in interleaved rounds on the same posts (each
+variant in turn, every round); the first is the reference of speed-ups and agreement:
 
-* ``chars``: the previous predictor (posts sorted by characters, each batch tokenized and padded);
-* ``tokens``: the predictor now (texts encoded once, sorted by token count, each batch padded).
+* ``chars@N``: the previous predictor (posts sorted by characters, each batch of N tokenized and padded);
+* ``tokens@N``: the predictor now (texts encoded once, sorted by token count, each batch of N padded).
 
 Both run the whole ``clmlf predict`` path (``clmlf.commands.predict.predict_stream``: parse,
 images, batches, result records) on the MVSA dev texts as JSONL posts, with the embedded
@@ -18,13 +19,14 @@ service picks on this machine). Reported per data set: posts/s (median of rounds
 speed-up, the padded tokens per real token, and label agreement and the largest probability
 change between the two (padding does not change a text's own tokens, so labels should agree).
 
-    .venv/bin/python bench/text_batching.py                                  # about 4 min on 2 cores
-    .venv/bin/python bench/text_batching.py --batch-sizes 32 64 --rounds 5 --limit 600
+    .venv/bin/python bench/text_batching.py                                  # about 3 min on 2 cores
+    .venv/bin/python bench/text_batching.py --variants chars@32 tokens@32 tokens@64 --rounds 5 --limit 600
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import io
 import json
 import os
@@ -47,13 +49,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=sorted(DATASETS))
     parser.add_argument("--split", default="dev", help="which split's texts (default dev)")
     parser.add_argument("--limit", type=int, default=0, help="first N texts of each split (0 = all)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64], help="predict batch sizes (default 64)")
+    parser.add_argument("--variants", nargs="+", type=_variant, default=["chars@64", "tokens@64"],
+                        metavar="ORDER@BATCH", help="chars@N or tokens@N, timed interleaved (default chars@64 tokens@64)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (default 3)")
     parser.add_argument("--precision", default="auto", help="serving precision (default auto)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint instead of the embedded default model")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     return parser.parse_args(argv)
+
+
+def _variant(text: str) -> str:
+    order, _, batch = text.partition("@")
+    if order not in ("chars", "tokens") or not (batch.isdigit() and int(batch) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected chars@N or tokens@N (N >= 1)")
+    return text
 
 
 def say(message: str) -> None:
@@ -83,9 +93,14 @@ def char_order_predictor(base):
 
 
 def padding_ratio(lengths: list[int], batch_size: int, key) -> float:
-    order = sorted(range(len(lengths)), key=key)
-    padded = sum(max(lengths[i] for i in order[s : s + batch_size]) * len(order[s : s + batch_size])
-                 for s in range(0, len(order), batch_size))
+    """Padded tokens per real token when the predict path sorts each chunk of lines by ``key`` and cuts batches."""
+    from clmlf.commands.predict import CHUNK_LINES
+
+    padded = 0
+    for first in range(0, len(lengths), CHUNK_LINES):
+        order = sorted(range(first, min(first + CHUNK_LINES, len(lengths))), key=key)
+        padded += sum(max(lengths[i] for i in order[s : s + batch_size]) * len(order[s : s + batch_size])
+                      for s in range(0, len(order), batch_size))
     return padded / sum(lengths)
 
 
@@ -112,44 +127,48 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     results: dict = {"command": "python bench/text_batching.py " + shlex.join(argv or sys.argv[1:]),
                      "load_average_start": round(os.getloadavg()[0], 1), "runs": []}
-    for batch_size in args.batch_sizes:
-        tokens_first = Predictor.from_checkpoint(args.checkpoint, device="cpu", batch_size=batch_size,
-                                                 precision=args.precision)
-        variants = {"chars": char_order_predictor(tokens_first), "tokens": tokens_first}
-        results["precision"] = tokens_first.precision.mode
-        results["model"] = tokens_first.model_name
-        for dataset in args.datasets:
-            folder = args.data_root / DATASETS[dataset] / "10-flod-1"
-            rows = json.loads((folder / f"{args.split}.json").read_text(encoding="utf-8"))
-            texts = [row["text"] for row in rows][: args.limit or None]
-            lines = b"".join(json.dumps({"id": str(i), "text": t, "topics": ["bench"]}).encode() + b"\n"
-                             for i, t in enumerate(texts))
-            lengths = [len(t) for t in tokens_first.preprocessor.encode(texts)]
-            seconds: dict[str, list[float]] = {name: [] for name in variants}
-            records: dict[str, list[dict]] = {}
-            run_path(tokens_first, lines[: lines.index(b"\n", 2000) + 1])  # warm-up
-            for round_no in range(args.rounds):
-                for name, predictor in variants.items():
-                    elapsed, records[name] = run_path(predictor, lines)
-                    seconds[name].append(elapsed)
-                    say(f"batch {batch_size} {dataset} round {round_no + 1}/{args.rounds} {name}: "
-                        f"{len(texts) / elapsed:.1f} posts/s")
-            same = sum(a["label"] == b["label"] for a, b in zip(records["chars"], records["tokens"], strict=True))
+    base = Predictor.from_checkpoint(args.checkpoint, device="cpu", precision=args.precision)
+    results["precision"], results["model"] = base.precision.mode, base.model_name
+    variants = {}
+    for spec in args.variants:
+        order, _, batch = spec.partition("@")
+        predictor = char_order_predictor(base) if order == "chars" else copy.copy(base)
+        predictor.batch_size = int(batch)
+        variants[spec] = predictor
+    first = args.variants[0]
+    for dataset in args.datasets:
+        folder = args.data_root / DATASETS[dataset] / "10-flod-1"
+        rows = json.loads((folder / f"{args.split}.json").read_text(encoding="utf-8"))
+        texts = [row["text"] for row in rows][: args.limit or None]
+        lines = b"".join(json.dumps({"id": str(i), "text": t, "topics": ["bench"]}).encode() + b"\n"
+                         for i, t in enumerate(texts))
+        lengths = [len(t) for t in base.preprocessor.encode(texts)]
+        chars = [len(t) for t in texts]
+        seconds: dict[str, list[float]] = {name: [] for name in variants}
+        records: dict[str, list[dict]] = {}
+        run_path(base, lines[: lines.index(b"\n", 2000) + 1])  # warm-up
+        for round_no in range(args.rounds):
+            for name, predictor in variants.items():
+                elapsed, records[name] = run_path(predictor, lines)
+                seconds[name].append(elapsed)
+                say(f"{dataset} round {round_no + 1}/{args.rounds} {name}: {len(texts) / elapsed:.1f} posts/s")
+        rate = {name: len(texts) / statistics.median(s) for name, s in seconds.items()}
+        run: dict = {"dataset": dataset, "posts": len(texts), "mean_tokens": round(sum(lengths) / len(lengths), 1),
+                     "variants": {}}
+        for name, predictor in variants.items():
+            same = sum(a["label"] == b["label"] for a, b in zip(records[first], records[name], strict=True))
             change = max(abs(a["scores"][k] - b["scores"][k])
-                         for a, b in zip(records["chars"], records["tokens"], strict=True) for k in a["scores"])
-            rate = {name: len(texts) / statistics.median(s) for name, s in seconds.items()}
-            results["runs"].append({
-                "dataset": dataset, "posts": len(texts), "batch": batch_size,
-                "mean_tokens": round(sum(lengths) / len(lengths), 1),
-                "padded_per_real_token": {
-                    "chars": round(padding_ratio(lengths, batch_size, [len(t) for t in texts].__getitem__), 3),
-                    "tokens": round(padding_ratio(lengths, batch_size, lengths.__getitem__), 3)},
-                "posts_per_s": {name: round(r, 1) for name, r in rate.items()},
-                "rounds_s": {name: [round(x, 2) for x in s] for name, s in seconds.items()},
-                "speedup": round(rate["tokens"] / rate["chars"], 2),
-                "label_agreement": round(same / len(texts), 4),
-                "max_probability_change": round(change, 5),
-            })
+                         for a, b in zip(records[first], records[name], strict=True) for k in a["scores"])
+            key = chars if name.startswith("chars") else lengths
+            run["variants"][name] = {
+                "padded_per_real_token": round(padding_ratio(lengths, predictor.batch_size, key.__getitem__), 3),
+                "posts_per_s": round(rate[name], 1),
+                "rounds_s": [round(x, 2) for x in seconds[name]],
+                "speedup_vs_first": round(rate[name] / rate[first], 2),
+                "label_agreement_vs_first": round(same / len(texts), 4),
+                "max_score_change_vs_first": round(change, 5),
+            }
+        results["runs"].append(run)
     results["load_average_end"] = round(os.getloadavg()[0], 1)
     print(json.dumps(results, indent=2))
     if args.json:
