@@ -271,3 +271,38 @@ def test_broken_checkpoint_is_blamed_on_the_checkpoint(tmp_path: Path, capsys: p
     source.write_text("{}\n")
     assert_exit_2(["--input", str(source), "--checkpoint", str(broken)], capsys,
                   "--checkpoint: " + str(broken / "text_encoder" / "config.json"))
+
+
+def test_a_text_only_model_labels_longer_chunks_so_batches_sort_among_more_posts(tmp_path: Path,
+                                                                                 tiny_checkpoint: Path) -> None:
+    """Chunks bound the image memory held at once; a model that ignores images holds none, so its
+    chunks are longer (more posts sorted by token count before batches are cut: less padding)."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tiny_models import build_tiny_checkpoint
+
+    from clmlf.commands.predict import CHUNK_LINES, TEXT_ONLY_CHUNK_LINES, predict_stream
+    from clmlf.fetch.image_fetch import FetchConfig, ImageFetcher
+    from clmlf.model.checkpoint import load
+    from clmlf.serving.inference import Predictor
+
+    class Recording(Predictor):
+        def predict(self, items, batch_size=None):
+            self.calls.append(len(items))
+            return super().predict(items, batch_size)
+
+    n = CHUNK_LINES + 44
+    lines = b"".join(json.dumps({"id": str(i), "text": f"post {i} " * (1 + i % 7)}).encode() + b"\n" for i in range(n))
+    text_only = build_tiny_checkpoint(tmp_path / "text-only", trained_with_images=False)
+    seen = {}
+    for name, checkpoint in (("with images", tiny_checkpoint), ("text only", text_only)):
+        predictor = Recording(load(checkpoint), device="cpu", batch_size=64, precision="fp32")
+        predictor.calls = []
+        sink = io.StringIO()
+        with ImageFetcher(FetchConfig()) as fetcher, ThreadPoolExecutor(2) as pool:
+            stats = predict_stream(io.BytesIO(lines), sink, predictor, fetcher, pool, progress=False)
+        assert stats["posts"] == n and len(sink.getvalue().splitlines()) == n
+        seen[name] = predictor.calls
+    assert seen == {"with images": [CHUNK_LINES, 44], "text only": [n]}
+    assert TEXT_ONLY_CHUNK_LINES > n

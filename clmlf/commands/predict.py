@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("clmlf.predict")
 
 CHUNK_LINES = 256  # lines read, fetched and written together (bounds memory on big inputs)
+# A text-only model holds no image tensors, so its chunks can be longer: more posts to sort by token
+# count before cutting batches, less padding (docs/performance.md, "Batching by tokens").
+TEXT_ONLY_CHUNK_LINES = 1024
 IMAGE_WORKERS = 8
 
 EXAMPLES = """\
@@ -168,9 +171,13 @@ def predict_stream(
     *,
     progress: bool = True,
     total: int | None = None,
+    chunk_lines: int | None = None,
 ) -> dict[str, int]:
     """Read ``source`` chunk by chunk and write one JSON line per input line to ``sink``
-    (labelled by :class:`clmlf.serving.labelling.Labeller`, images resolved on ``pool``)."""
+    (labelled by :class:`clmlf.serving.labelling.Labeller`, images resolved on ``pool``).
+
+    ``chunk_lines``: lines labelled together (None: :data:`CHUNK_LINES`, or
+    :data:`TEXT_ONLY_CHUNK_LINES` for a model that ignores images)."""
     from tqdm import tqdm
 
     from clmlf.serving.labelling import Labeller
@@ -178,7 +185,8 @@ def predict_stream(
     labeller = Labeller.for_predictor(predictor, fetcher.post_image_bytes, failure_level=logging.WARNING)
     stats = {"posts": 0, "bad_lines": 0, "failed_images": 0, "ignored_images": 0}
     with tqdm(total=total, unit="post", desc="predict", file=sys.stderr, disable=not progress or None) as bar:
-        for first_line, lines in _chunks(source, CHUNK_LINES):
+        size = chunk_lines or (CHUNK_LINES if labeller.uses_images else TEXT_ONLY_CHUNK_LINES)
+        for first_line, lines in _chunks(source, size):
             outcomes = labeller.label(lines, pool.map)
             for number, (raw, outcome) in enumerate(zip(lines, outcomes, strict=True), start=first_line):
                 sink.write(_output_line(raw, number, outcome, stats) + "\n")
