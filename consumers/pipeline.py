@@ -259,11 +259,12 @@ class Pipeline:
         except Exception as exc:  # parse_post is total; one record, one fate all the same
             reason, detail = "unparseable", " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         else:
-            self.tracker.hold(lease, record.offset, post_bytes(post, self.settings.image_tensor_bytes))
+            tokens = self._encode(post)
+            self.tracker.hold(lease, record.offset, post_bytes(post, self.settings.image_tensor_bytes, tokens))
             self.images.submit(WorkItem(lease=lease, topic=tp.topic, partition=tp.partition,
                                         offset=record.offset, key=record.key, raw=value, post=post,
                                         record_time=record.timestamp / 1000.0, received=time.monotonic(),
-                                        tokens=self._encode(post)))
+                                        tokens=tokens))
             return
         self.metrics.dlq.labels(reason=reason).inc()
         self.dlq.submit(lease, dlq_topic=self.settings.dlq_topic, source_topic=tp.topic,

@@ -38,16 +38,26 @@ class WorkItem:
         return len(self.tokens) if self.tokens is not None else len(self.post.text)
 
 
-def post_bytes(post: Post, image_tensor_bytes: int) -> int:
+def post_bytes(post: Post, image_tensor_bytes: int, tokens: Any = None) -> int:
     """Memory a parsed post holds besides its raw value, as counted against
-    ``--max-in-flight-bytes``: its text and base64 image strings, and the decoded image
-    tensor it will carry (``image_tensor_bytes``) when it has an image source."""
-    held = sys.getsizeof(post.text)
+    ``--max-in-flight-bytes``: its text and base64 image strings, its encoded text
+    (``tokens``: the id lists and their int objects), and the decoded image tensor it will
+    carry (``image_tensor_bytes``) when it has an image source."""
+    held = sys.getsizeof(post.text) + tokens_bytes(tokens)
     if post.image_b64:
         held += sys.getsizeof(post.image_b64)
     if post.has_image_source:
         held += image_tensor_bytes
     return held
+
+
+def tokens_bytes(tokens: Any) -> int:
+    """Memory held by an encoded text (``TextTokens``, or any sequence of ids): each list and an
+    int object per entry (an upper bound: small ints are shared)."""
+    if tokens is None:
+        return 0
+    lists = [getattr(tokens, "ids", tokens), getattr(tokens, "type_ids", None)]
+    return sum(sys.getsizeof(ids) + 28 * len(ids) for ids in lists if ids is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from consumers.log_throttle import ThrottleFilter
 from consumers.metrics import OTHER_TOPIC, PipelineMetrics
 from consumers.offsets import PartitionLease
 from consumers.sinks import SinkAborted, SinkWriter, retry_until
-from consumers.work import DeadLetter, Done, WorkItem
+from consumers.work import DeadLetter, Done, WorkItem, post_bytes, tokens_bytes
 from consumers.worker import ModelWorker
 from contract.posts import parse_post
 from monitor.store import WriteReport
@@ -560,3 +560,7 @@ def test_the_consumer_loop_encodes_each_posts_text_and_a_failed_encoding_loses_n
     assert [item.tokens for item in images.items] == [("tokens of", "a fine day", "xxxxxxx"), None]
     assert [item.text_length for item in images.items] == [3, len("a poison pill of a text")]
     assert "text encoding failed on the consumer loop (RuntimeError)" in caplog.text
+    # What the encoded text holds counts against --max-in-flight-bytes.
+    held = pipeline.tracker.held_bytes()
+    assert held >= sum(post_bytes(item.post, 0) for item in images.items) + tokens_bytes(images.items[0].tokens)
+    assert tokens_bytes(None) == 0 and tokens_bytes([101, 2204, 102]) >= 3 * 28
