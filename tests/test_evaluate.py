@@ -137,3 +137,29 @@ def test_evaluate_without_checkpoint_scores_the_embedded_default_model(data, cap
                  "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("default@") and "on mvsa-single/dev" in out and "n=9" in out
+
+
+def test_dataset_predictions_run_by_token_count_and_come_back_in_dataset_order() -> None:
+    from tiny_models import build_tiny_model
+
+    from clmlf.data.batches import BatchCollator, PostDataset
+    from clmlf.data.datasets import Sample
+    from clmlf.evaluation.predictions import by_token_count, predict_dataset
+    from clmlf.model.preprocess import Preprocessor
+
+    model = build_tiny_model(trained_with_images=False)
+    pre = Preprocessor(model.config, model.text_encoder.tokenizer)
+    texts = ["http://t.co/Xy7Qa1zP #deal", "ok", "a rather long sentence of plain words here", "#tbt", "meh", "yes!"]
+    samples = [Sample(str(i), text, i % 3, text, None) for i, text in enumerate(texts)]
+    dataset, collator = PostDataset(samples, pre, use_images=False), BatchCollator(pre)
+    lengths = [len(t) for t in pre.encode(texts)]
+    order = by_token_count(dataset, collator)
+    assert sorted(order) == list(range(len(texts)))
+    assert [lengths[i] for i in order] == sorted(lengths)
+    logits, _, labels = predict_dataset(model, dataset, collator, 2, torch.device("cpu"))
+    assert labels.tolist() == [i % 3 for i in range(len(texts))]  # dataset order
+    for i, text in enumerate(texts):
+        alone, _, _ = predict_dataset(model, PostDataset([samples[i]], pre, use_images=False), collator, 1,
+                                      torch.device("cpu"))
+        assert torch.allclose(logits[i], alone[0], atol=1e-5), text
+    assert by_token_count(list(range(3)), collator) == [0, 1, 2]  # nothing to sort by: dataset order
