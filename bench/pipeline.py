@@ -371,6 +371,7 @@ def load_variant(checkpoint: str | None, spec: str, args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
+    from bench_output import emit_results
 
     torch.set_num_threads(args.threads)
     checkpoint, model_desc = resolve_checkpoint(args)
@@ -456,11 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             harness.close()
             images.close()
-    results["load_average_end"] = round(os.getloadavg()[0], 1)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return emit_results(results, args.json)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,7 @@ def run_path(predictor, lines: bytes) -> tuple[float, list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
+    from bench_output import emit_results
 
     from clmlf.serving.inference import Predictor
 
@@ -169,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_score_change_vs_first": round(change, 5),
             }
         results["runs"].append(run)
-    results["load_average_end"] = round(os.getloadavg()[0], 1)
-    print(json.dumps(results, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return emit_results(results, args.json)
 
 
 if __name__ == "__main__":
