@@ -26,6 +26,8 @@ once to --model-cache.  Runs on CUDA when --device cuda/auto finds a GPU.
     .venv/bin/python bench/pipeline.py                         # ~3-4 min on 2 CPU cores
     .venv/bin/python bench/pipeline.py --precision today bf16 --agreement-posts 500
     .venv/bin/python bench/pipeline.py --posts 96 --latency-seconds 10   # quicker, noisier
+    .venv/bin/python bench/pipeline.py --texts ../shared/data/clmlf-reference/MVSA-single/10-flod-1/dev.json
+                                                                          # real post texts, not random words
     .venv/bin/python bench/pipeline.py --device cuda --posts 2000 --max-batch 64
 """
 
