@@ -53,6 +53,10 @@ class Preprocessor:
         self.tokenizer = tokenizer
         self._mean = torch.tensor(config.mean, dtype=torch.float32).view(3, 1, 1)
         self._std = torch.tensor(config.std, dtype=torch.float32).view(3, 1, 1)
+        # A fast tokenizer's backend keeps its truncation/padding settings and rewrites them only when a call
+        # asks for others. Every call here asks for the same, so setting them now, before the stream's threads
+        # encode (consumer loop) and pad (model worker) with this preprocessor, leaves nothing to race on.
+        self.encode([""])
 
     # ------------------------------------------------------------------ text
 

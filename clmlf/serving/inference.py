@@ -79,10 +79,6 @@ class Predictor:
         self.batch_size = batch_size
         self.labels: tuple[str, ...] = tuple(loaded.config.labels)
         self.model_name = loaded.name
-        # The tokenizer's backend keeps its truncation/padding settings and rewrites them only when a call
-        # asks for others; every call here asks for the same, so setting them now, before any thread of
-        # the stream encodes (consumer loop) or predicts (model worker), leaves nothing to race on.
-        self.preprocessor.encode([""])
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None, device: str = "auto", batch_size: int | None = 32,

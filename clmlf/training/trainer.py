@@ -158,8 +158,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     collate_train = BatchCollator(pre, with_augmented_view=cfg.dbcl)
     collate_eval = BatchCollator(pre)
     if cfg.length_bucketing:
-        lengths = [len(ids) for ids in tokenizer([s.text for s in train_samples], truncation=True,
-                                                  max_length=cfg.max_text_len)["input_ids"]]
+        lengths = [len(tokens) for tokens in pre.encode([s.text for s in train_samples],
+                                                        [s.aspect for s in train_samples])]
         order = LengthBucketedOrder(lengths, cfg.batch_size, seed=cfg.data_seed, rank=dist_info.rank,
                                     world=dist_info.world)
     else:
