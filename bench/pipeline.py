@@ -54,10 +54,19 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def _variant(text: str) -> str:
-    name, _, batch = text.partition("@")
-    if name not in ("today", "auto", "fp32", "bf16", "int8") or (batch and not (batch.isdigit() and int(batch) > 0)):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected today, auto, fp32, bf16 or int8, optionally @N (N >= 1)")
+    spec, _, pool = text.partition("~")
+    name, _, batch = spec.partition("@")
+    if (name not in ("today", "auto", "fp32", "bf16", "int8") or (batch and not (batch.isdigit() and int(batch) > 0))
+            or (pool and not (pool.isdigit() and int(pool) > 0))):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected today, auto, fp32, bf16 or int8, optionally @N "
+                                         "(batch size) and ~K (batch pool), N, K >= 1")
     return text
+
+
+def variant_pool(spec: str) -> int | None:
+    """The ``~K`` of a variant: the stream's --batch-pool (None: the default)."""
+    _, _, pool = spec.partition("~")
+    return int(pool) if pool else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,9 +80,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="feed time per latency run")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--precision", nargs="+", default=["today", "auto"], type=_variant, metavar="MODE[@N]",
+    parser.add_argument("--precision", nargs="+", default=["today", "auto"], type=_variant, metavar="MODE[@N][~K]",
                         help="serving precision variants: today, auto, fp32, bf16 or int8, each optionally @N for "
-                             "its own batch size (default: today auto); latency uses the last")
+                             "its own batch size and ~K for the stream's --batch-pool (default: today auto); "
+                             "latency uses the last")
     parser.add_argument("--agreement-posts", type=int, default=500,
                         help="posts labelled by every variant to measure agreement with the first (0 = skip)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint to use instead of the default model")
@@ -218,6 +228,7 @@ class PipelineHarness:
         self.broker = LocalBroker(log_path=workdir / "broker.log").start()
         self.redis = LocalRedis().start()
         self.predictor = predictor
+        self.batch_pool: int | None = None  # the stream's --batch-pool of the variant being run (None: default)
         self.args = args
 
     def run_topic(self, topic: str, posts_before: list[dict], feed=None, expected: int | None = None,
@@ -237,7 +248,7 @@ class PipelineHarness:
         config = RunConfig(bootstrap=self.broker.bootstrap, topic=topic, group=f"bench-{topic}",
                            redis_url=self.redis.url, redis_prefix=topic, max_batch=self.predictor.batch_size,
                            max_wait_ms=self.args.max_wait_ms, metrics_port=0, allow_private_images=True,
-                           session_timeout_ms=6000)
+                           session_timeout_ms=6000, **({"batch_pool": self.batch_pool} if self.batch_pool else {}))
         assembled = assemble(config, predictor=self.predictor, serve_http=False)
         pipeline = assembled.pipeline
         loop = threading.Thread(target=pipeline.run, name="consumer-loop", daemon=True)
@@ -358,7 +369,7 @@ def load_variant(checkpoint: str | None, spec: str, args: argparse.Namespace):
     from clmlf.serving.inference import Predictor, resolve_device
     from clmlf.serving.precision import PrecisionPlan
 
-    name, _, batch = spec.partition("@")
+    name, _, batch = spec.partition("~")[0].partition("@")
     batch_size = int(batch) if batch else args.max_batch
 
     if name == "today":
@@ -403,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                 for name, predictor in predictors.items():
                     say(f"round {round_no + 1}/{args.rounds} {name}: predict path, then pipeline, {len(posts)} posts")
                     predict_rate = bench_predict_path(predictor, posts, cpu=rates[name]["cpu_predict"])
-                    harness.predictor = predictor
-                    topic = f"throughput{round_no}-{name.replace('@', '-b')}"
+                    harness.predictor, harness.batch_pool = predictor, variant_pool(name)
+                    topic = f"throughput{round_no}-{name.replace('@', '-b').replace('~', '-p')}"
                     pipeline_rate = args.posts / harness.run_topic(topic, posts, cpu=rates[name]["cpu_pipeline"])
                     rates[name]["predict"].append(predict_rate)
                     rates[name]["pipeline"].append(pipeline_rate)
@@ -438,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                     results["variants"][name]["label_agreement_vs_first"] = round(same / len(check), 4)
                 results["agreement_posts"] = len(check)
             last = list(predictors)[-1]
-            harness.predictor = predictors[last]
+            harness.predictor, harness.batch_pool = predictors[last], variant_pool(last)
             pipeline_rate = results["variants"][last]["pipeline_posts_per_s"]
             results["latency_variant"] = last
             results["latency"] = []

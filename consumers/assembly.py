@@ -189,7 +189,7 @@ def assemble(config: RunConfig, predictor: Any | None = None, metrics: PipelineM
         metrics.inference_seconds.observe(seconds)
 
     worker = ModelWorker(ready, sink_queue, completions.put, predict_fn(labeller), config.max_batch,
-                         config.max_wait_ms / 1000.0, observe)
+                         config.max_wait_ms / 1000.0, observe, group_window=config.batch_pool)
     sink = SinkWriter(sink_queue, completions.put, store, predictor.model_name, metrics,
                       redis_errors=redis_is_down,
                       output=producer if config.output_topic else None, output_topic=config.output_topic,

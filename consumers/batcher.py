@@ -1,4 +1,4 @@
-"""Micro-batching by size, age and text length.
+"""Micro-batching by size, age and text length (the token count in the stream).
 
 A :class:`MicroBatcher` holds a small pool of ready posts.  It is due when the
 pool has ``max_batch`` posts or its oldest post has waited ``max_wait``

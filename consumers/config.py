@@ -156,6 +156,8 @@ class RunConfig(KafkaTarget, RedisOptions, RetentionOptions, AlertOptions, Loggi
     # None = chosen at start-up from the model: 64 for a text-only one, 32 when it reads images (clmlf.model.config.AUTO_BATCH_SIZE)
     max_batch: int | None = Field(default=None, ge=1, le=1024, alias="CLMLF_MAX_BATCH")
     max_wait_ms: float = Field(default=50.0, gt=0, le=60_000, alias="CLMLF_MAX_WAIT_MS")
+    # ready posts the model worker may hold to group by token count, as a multiple of max_batch
+    batch_pool: int = Field(default=16, ge=1, le=256, alias="CLMLF_BATCH_POOL")
     metrics_port: int = Field(default=9108, ge=0, le=65535, alias="CLMLF_METRICS_PORT")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, alias="CLMLF_METRICS_HOST")
     output_topic: Annotated[str | None, AfterValidator(_optional_topic)] = Field(None, alias="KAFKA_OUTPUT_TOPIC")
@@ -192,7 +194,7 @@ class RunConfig(KafkaTarget, RedisOptions, RetentionOptions, AlertOptions, Loggi
             f"redis={self.display_url} prefix={self.redis_prefix} "
             f"checkpoint={self.checkpoint or '<embedded>'} device={self.device} precision={self.precision} "
             f"threads={self.threads or 'auto'} max_batch={self.max_batch or 'auto'} "
-            f"max_wait_ms={self.max_wait_ms:g} output_topic={self.output_topic or '-'} "
+            f"max_wait_ms={self.max_wait_ms:g} batch_pool={self.batch_pool} output_topic={self.output_topic or '-'} "
             f"metrics={self.metrics_host}:{self.metrics_port} security={self.security.protocol} "
             f"max_in_flight={self.max_in_flight}/{self.max_in_flight_bytes / 2**20:.0f}MiB "
             f"decode_pixels={self.max_decode_pixels} image_pixels={self.max_image_pixels} "
@@ -235,6 +237,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                             "forward runs 1.2x faster per post at 64 than at 32, else 32) [CLMLF_MAX_BATCH]")
     model.add_argument("--max-wait-ms", metavar="MS",
                        help="... or when its oldest post waited MS (default 50) [CLMLF_MAX_WAIT_MS]")
+    model.add_argument("--batch-pool", metavar="K",
+                       help="under backlog, hold up to K x max-batch ready posts and batch the oldest with those "
+                            "of closest token count: less padding (default 16) [CLMLF_BATCH_POOL]")
 
     images = parser.add_argument_group(
         "Images", "A checkpoint trained without images (trained_with_images: false) never fetches or decodes "

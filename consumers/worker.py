@@ -29,7 +29,8 @@ class ModelWorker(threading.Thread):
     def __init__(self, ready: queue.Queue[WorkItem], out: queue.Queue, dead: Callable[[DeadLetter], None],
                  predict: PredictFn, max_batch: int, max_wait: float,
                  observe_batch: Callable[[int, float], None] = lambda size, seconds: None,
-                 idle_tick: float = 0.1) -> None:
+                 idle_tick: float = 0.1, group_window: int = 16) -> None:
+        """``group_window``: the batcher holds up to ``group_window * max_batch`` posts to group by length."""
         super().__init__(name="model-worker", daemon=True)
         self._ready = ready
         self._out = out
@@ -37,7 +38,8 @@ class ModelWorker(threading.Thread):
         self._predict = predict
         self._observe = observe_batch
         self._tick = idle_tick
-        self.batcher: MicroBatcher[WorkItem] = MicroBatcher(max_batch, max_wait, lambda it: it.text_length)
+        self.batcher: MicroBatcher[WorkItem] = MicroBatcher(max_batch, max_wait, lambda it: it.text_length,
+                                                            group_window=group_window)
         self._stop_event = threading.Event()
         self.error: BaseException | None = None
 

@@ -164,6 +164,15 @@ def test_max_batch_is_chosen_from_the_model_unless_given(monkeypatch):
     assert auto_max_batch(object()) == 32  # a predictor that does not say: the image-model cap, the safe one
 
 
+def test_batch_pool_sets_how_many_ready_posts_the_model_worker_groups_by_length(monkeypatch):
+    assert parse(BASE).batch_pool == 16 and "batch_pool=16" in parse(BASE).describe()
+    assert parse([*BASE, "--batch-pool", "4"]).batch_pool == 4
+    monkeypatch.setenv("CLMLF_BATCH_POOL", "8")
+    assert parse(BASE).batch_pool == 8
+    worker = ModelWorker(queue.Queue(), queue.Queue(), lambda d: None, lambda items: [], 32, 0.05, group_window=8)
+    assert worker.batcher.capacity == 8 * 32
+
+
 @pytest.mark.parametrize("argv, needle", [
     (BASE[2:], "--bootstrap"),
     ([*BASE[:1], "nohostport", *BASE[2:]], "HOST:PORT"),
@@ -171,6 +180,7 @@ def test_max_batch_is_chosen_from_the_model_unless_given(monkeypatch):
     ([*BASE[:7], "http://x"], "redis"),
     ([*BASE, "--max-batch", "0"], "max-batch"),
     ([*BASE, "--max-wait-ms", "-1"], "max-wait-ms"),
+    ([*BASE, "--batch-pool", "0"], "batch-pool"),
     ([*BASE, "--exit-when-idle", "soon"], "exit-when-idle"),
     ([*BASE, "--device", "tpu"], "device"),
     ([*BASE, "--metrics-port", "70000"], "metrics-port"),
