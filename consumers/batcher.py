@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+# The pool, as a multiple of max_batch, that the stream holds by default (--batch-pool): large enough to
+# batch real posts of close token counts (docs/performance.md, "The stream's batch pool").
+DEFAULT_GROUP_WINDOW = 16
 
 
 @dataclass
@@ -30,7 +33,7 @@ class MicroBatcher(Generic[T]):
     """Size/age-triggered batcher that groups similar text lengths."""
 
     def __init__(self, max_batch: int, max_wait: float, length_of: Callable[[T], int],
-                 group_window: int = 4) -> None:
+                 group_window: int = DEFAULT_GROUP_WINDOW) -> None:
         if max_batch < 1 or max_wait <= 0 or group_window < 1:
             raise ValueError("max_batch >= 1, max_wait > 0 and group_window >= 1 are required")
         self.max_batch = max_batch

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, SecretStr, model_va
 
 from clmlf.process_settings import ProcessSettings, settings_from_args
 from clmlf.settings import add_precision_arguments
+from consumers.batcher import DEFAULT_GROUP_WINDOW
 from monitor.alert_settings import AlertOptions, add_alert_arguments
 from monitor.settings import (
     Duration,
@@ -157,7 +158,7 @@ class RunConfig(KafkaTarget, RedisOptions, RetentionOptions, AlertOptions, Loggi
     max_batch: int | None = Field(default=None, ge=1, le=1024, alias="CLMLF_MAX_BATCH")
     max_wait_ms: float = Field(default=50.0, gt=0, le=60_000, alias="CLMLF_MAX_WAIT_MS")
     # ready posts the model worker may hold to group by token count, as a multiple of max_batch
-    batch_pool: int = Field(default=16, ge=1, le=256, alias="CLMLF_BATCH_POOL")
+    batch_pool: int = Field(default=DEFAULT_GROUP_WINDOW, ge=1, le=256, alias="CLMLF_BATCH_POOL")
     metrics_port: int = Field(default=9108, ge=0, le=65535, alias="CLMLF_METRICS_PORT")
     metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=255, alias="CLMLF_METRICS_HOST")
     output_topic: Annotated[str | None, AfterValidator(_optional_topic)] = Field(None, alias="KAFKA_OUTPUT_TOPIC")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from consumers.batcher import MicroBatcher
+from consumers.batcher import DEFAULT_GROUP_WINDOW, MicroBatcher
 from consumers.work import DeadLetter, WorkItem
 
 PredictFn = Callable[[Sequence[WorkItem]], list[Any]]
@@ -29,7 +29,7 @@ class ModelWorker(threading.Thread):
     def __init__(self, ready: queue.Queue[WorkItem], out: queue.Queue, dead: Callable[[DeadLetter], None],
                  predict: PredictFn, max_batch: int, max_wait: float,
                  observe_batch: Callable[[int, float], None] = lambda size, seconds: None,
-                 idle_tick: float = 0.1, group_window: int = 16) -> None:
+                 idle_tick: float = 0.1, group_window: int = DEFAULT_GROUP_WINDOW) -> None:
         """``group_window``: the batcher holds up to ``group_window * max_batch`` posts to group by length."""
         super().__init__(name="model-worker", daemon=True)
         self._ready = ready
