@@ -16,7 +16,7 @@ def by_token_count(dataset, collator) -> list[int]:
     if samples is None or pre is None or len(samples) != len(dataset):
         return list(range(len(dataset)))
     aspects = [getattr(sample, "aspect", None) for sample in samples]
-    lengths = [len(tokens) for tokens in pre.encode([sample.text for sample in samples], aspects)]
+    lengths = pre.token_counts([sample.text for sample in samples], aspects)
     return sorted(range(len(dataset)), key=lengths.__getitem__)
 
 

@@ -90,6 +90,10 @@ class Preprocessor:
         return [TextTokens(list(ids), None if t is None or not any(t) else list(t))
                 for ids, t in zip(encoded["input_ids"], type_ids, strict=True)]
 
+    def token_counts(self, texts: Sequence[str], aspects: Sequence[str | None] | None = None) -> list[int]:
+        """What each text costs in a batch: its :meth:`encode` length (the key batches are sorted by)."""
+        return [len(tokens) for tokens in self.encode(texts, aspects)]
+
     def pad(self, tokens: Sequence[TextTokens]) -> dict[str, Tensor]:
         """``input_ids``, ``attention_mask``, ``token_type_ids`` [B, L], padded to the longest of ``tokens``
         on the tokenizer's padding side with its pad id (exactly what the tokenizer's own padding gives)."""

@@ -158,8 +158,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     collate_train = BatchCollator(pre, with_augmented_view=cfg.dbcl)
     collate_eval = BatchCollator(pre)
     if cfg.length_bucketing:
-        lengths = [len(tokens) for tokens in pre.encode([s.text for s in train_samples],
-                                                        [s.aspect for s in train_samples])]
+        lengths = pre.token_counts([s.text for s in train_samples], [s.aspect for s in train_samples])
         order = LengthBucketedOrder(lengths, cfg.batch_size, seed=cfg.data_seed, rank=dist_info.rank,
                                     world=dist_info.world)
     else:
