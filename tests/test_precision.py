@@ -165,6 +165,28 @@ def test_prepare_sets_channels_last_and_int8_leaves_the_given_model_alone(tiny_c
     assert not any(isinstance(m, DynamicLinear) for m in quantized.image_encoder.modules())
 
 
+def test_bf16_casts_every_linear_once_with_the_same_logits_as_autocast(tiny_checkpoint: Path) -> None:
+    import copy
+
+    loaded = load(tiny_checkpoint)
+    reference = copy.deepcopy(loaded.model).eval()
+    reference.image_encoder.to(memory_format=torch.channels_last)
+    plan = resolve_precision("bf16", CPU, WITH_BF16)
+    prepared = plan.prepare(loaded.model.eval())
+    linears = [m for m in prepared.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert all(m.bias is None or m.bias.dtype == torch.bfloat16 for m in linears)
+    norms = [m for m in prepared.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.Embedding))]
+    assert norms and all(p.dtype == torch.float32 for m in norms for p in m.parameters())
+    items = tiny_items(9)
+    batch = loaded.preprocessor.collate([i.text for i in items], [i.image for i in items])
+    batch["pixel_values"] = plan.pixels(batch["pixel_values"])
+    with torch.inference_mode(), plan.autocast():
+        want = reference(**batch).logits.float()
+        got = prepared(**batch).logits.float()
+    assert torch.equal(got, want)  # the cast autocast did per forward, done once: bit for bit the same
+
+
 # ------------------------------------------------------------------------------------ the agreement gate
 
 def test_agreement_by_hand() -> None:

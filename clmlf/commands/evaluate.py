@@ -122,6 +122,7 @@ def evaluate_split(
     """Predictions of a checkpoint on a split: ``{"gold", "predicted", "labels", "model", "stats",
     "probabilities"}``; ``probabilities`` maps each resolved precision of ``precisions`` (run in that
     order on the same posts) to its softmax scores [N, C]; ``predicted`` comes from the first."""
+    import copy
     import logging
 
     from clmlf.data.batches import BatchCollator, PostDataset
@@ -161,7 +162,9 @@ def evaluate_split(
                               distractor_rate=1.0 if attach_photos else 0.0, seed=photo_seed)
     probabilities = {}
     for plan in plans:
-        logits, _, gold = predict_dataset(plan.prepare(model), dataset_obj, BatchCollator(loaded.preprocessor),
+        # prepare() may change the model it is given (bf16 casts its Linear layers): each plan gets its own copy.
+        prepared = plan.prepare(copy.deepcopy(model) if len(plans) > 1 else model)
+        logits, _, gold = predict_dataset(prepared, dataset_obj, BatchCollator(loaded.preprocessor),
                                           batch_size, target, amp=plan.mode == "bf16", progress=progress,
                                           desc=f"{dataset}/{split} {plan.mode}")
         probabilities[plan.mode] = logits.float().softmax(-1)

@@ -13,7 +13,10 @@ Modes (``--precision`` / ``CLMLF_PRECISION``):
 * ``fp32``: float32 everywhere; the image encoder runs channels_last (its convolutions
   measured faster that way, docs/performance.md) and denormals are flushed to zero.
 * ``bf16``: bfloat16 autocast over the whole forward (matmuls and convolutions in bf16,
-  softmax / LayerNorm kept in fp32 by autocast), image encoder channels_last.
+  softmax / LayerNorm kept in fp32 by autocast), image encoder channels_last. Every
+  ``nn.Linear`` is cast to bf16 once at start-up: autocast would cast its weight and bias to
+  bf16 on every forward anyway, so the logits are bit-identical, the Linear weights take half
+  the memory, and small batches skip the per-forward cast (docs/performance.md).
   Passes the agreement bar (>= 99.5 % same labels as fp32) on the embedded model.
 * ``int8``: CPU only, opt-in: every ``nn.Linear`` of the text encoder and of the fusion
   layers dynamically quantized to int8 (weights int8 with one scale per output channel,
@@ -127,12 +130,15 @@ class PrecisionPlan:
         """Put ``model`` (eval mode, on its device) into this plan's layout and formats; returns the model to use.
 
         Works for any CLMLF: the image encoder (when the model has one) goes channels_last;
-        ``int8`` swaps the ``nn.Linear`` layers outside the image encoder for dynamically
-        quantized ones (a new module tree; the given model is left as it was).
+        ``bf16`` casts every ``nn.Linear`` to bf16 in place (the model then runs only under
+        :meth:`autocast`); ``int8`` swaps the ``nn.Linear`` layers outside the image encoder for
+        dynamically quantized ones (a new module tree; the given model is left as it was).
         """
         image_encoder = getattr(model, "image_encoder", None)
         if self.channels_last and isinstance(image_encoder, nn.Module):
             image_encoder.to(memory_format=torch.channels_last)
+        if self.mode == "bf16":
+            cast_linear_bf16(model)
         if self.mode == "int8":
             model = quantize_linear_int8(model)
         return model
@@ -142,6 +148,19 @@ class PrecisionPlan:
         if self.channels_last and pixel_values.dim() == 4:
             return pixel_values.contiguous(memory_format=torch.channels_last)
         return pixel_values
+
+
+def cast_linear_bf16(model: nn.Module) -> int:
+    """Cast the weight and bias of every ``nn.Linear`` of ``model`` to bf16 in place; returns how many.
+
+    Under bf16 autocast a Linear's inputs, weight and bias are cast to bf16 before the matmul, so
+    doing the parameters' cast once here gives bit-identical outputs (tests/test_precision.py)
+    without the per-forward cast. Everything else (embeddings, LayerNorm, convolutions, which
+    autocast handles per op) stays as it was."""
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    for module in linears:
+        module.to(torch.bfloat16)
+    return len(linears)
 
 
 def quantize_linear_int8(model: nn.Module) -> nn.Module:
