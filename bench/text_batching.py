@@ -12,6 +12,10 @@ variant in turn, every round); the first is the reference of speed-ups and agree
 * ``chars@N``: the previous predictor (posts sorted by characters, each batch of N tokenized and padded);
 * ``tokens@N``: the predictor now (texts encoded once, sorted by token count, each batch of N padded).
 
+Each may end in ``:PRECISION`` for its own serving precision (``today`` = fp32 with the image encoder
+NCHW, the path before precision modes; ``auto``, ``fp32``, ``bf16``, ``int8``), else ``--precision``:
+``chars@16:today`` is the bare predict path as it was when the CPU-speed issue was filed.
+
 Both run the whole ``clmlf predict`` path (``clmlf.commands.predict.predict_stream``: parse,
 images, batches, result records) on the MVSA dev texts as JSONL posts, with the embedded
 default model (or ``--checkpoint``) in the serving precision ``--precision`` (auto: what the
@@ -21,6 +25,7 @@ change between the two (padding does not change a text's own tokens, so labels s
 
     .venv/bin/python bench/text_batching.py                                  # about 3 min on 2 cores
     .venv/bin/python bench/text_batching.py --variants chars@32 tokens@32 tokens@64 --rounds 5 --limit 600
+    .venv/bin/python bench/text_batching.py --variants chars@16:today tokens@16:today tokens@64:auto
 """
 
 from __future__ import annotations
@@ -50,20 +55,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="dev", help="which split's texts (default dev)")
     parser.add_argument("--limit", type=int, default=0, help="first N texts of each split (0 = all)")
     parser.add_argument("--variants", nargs="+", type=_variant, default=["chars@64", "tokens@64"],
-                        metavar="ORDER@BATCH", help="chars@N or tokens@N, timed interleaved (default chars@64 tokens@64)")
+                        metavar="ORDER@BATCH[:PRECISION]",
+                        help="chars@N or tokens@N, optionally :PRECISION, timed interleaved (default chars@64 tokens@64)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (default 3)")
-    parser.add_argument("--precision", default="auto", help="serving precision (default auto)")
+    parser.add_argument("--precision", default="auto", help="serving precision of variants without :PRECISION "
+                                                            "(default auto)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--checkpoint", default=None, help="checkpoint instead of the embedded default model")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     return parser.parse_args(argv)
 
 
+PRECISION_NAMES = ("today", "auto", "fp32", "bf16", "int8")
+
+
 def _variant(text: str) -> str:
-    order, _, batch = text.partition("@")
-    if order not in ("chars", "tokens") or not (batch.isdigit() and int(batch) > 0):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected chars@N or tokens@N (N >= 1)")
+    spec, colon, precision = text.partition(":")
+    order, _, batch = spec.partition("@")
+    if (order not in ("chars", "tokens") or not (batch.isdigit() and int(batch) > 0)
+            or (colon and precision not in PRECISION_NAMES)):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected chars@N or tokens@N (N >= 1), optionally "
+                                         f":{'|'.join(PRECISION_NAMES)}")
     return text
+
+
+def load_predictor(checkpoint: str | None, precision: str):
+    """A Predictor in ``precision`` (``today``: fp32 with the image encoder NCHW)."""
+    from clmlf.serving.inference import Predictor
+    from clmlf.serving.precision import PrecisionPlan
+
+    if precision == "today":
+        precision = PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
+    return Predictor.from_checkpoint(checkpoint, device="cpu", precision=precision)
 
 
 def say(message: str) -> None:
@@ -92,16 +115,21 @@ def char_order_predictor(base):
     return clone
 
 
-def padding_ratio(lengths: list[int], batch_size: int, key) -> float:
+def padding_ratio(lengths: list[int], batch_size: int, key, chunk_lines: int) -> float:
     """Padded tokens per real token when the predict path sorts each chunk of lines by ``key`` and cuts batches."""
-    from clmlf.commands.predict import CHUNK_LINES
-
     padded = 0
-    for first in range(0, len(lengths), CHUNK_LINES):
-        order = sorted(range(first, min(first + CHUNK_LINES, len(lengths))), key=key)
+    for first in range(0, len(lengths), chunk_lines):
+        order = sorted(range(first, min(first + chunk_lines, len(lengths))), key=key)
         padded += sum(max(lengths[i] for i in order[s : s + batch_size]) * len(order[s : s + batch_size])
                       for s in range(0, len(order), batch_size))
     return padded / sum(lengths)
+
+
+def path_chunk_lines(predictor) -> int:
+    """Lines the predict path sorts together for this predictor's model."""
+    from clmlf.commands.predict import CHUNK_LINES, TEXT_ONLY_CHUNK_LINES
+
+    return CHUNK_LINES if predictor.preprocessor.config.trained_with_images else TEXT_ONLY_CHUNK_LINES
 
 
 def run_path(predictor, lines: bytes) -> tuple[float, list[dict]]:
@@ -123,19 +151,23 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from bench_output import emit_results
 
-    from clmlf.serving.inference import Predictor
-
     torch.set_num_threads(args.threads)
     results: dict = {"command": "python bench/text_batching.py " + shlex.join(argv or sys.argv[1:]),
                      "load_average_start": round(os.getloadavg()[0], 1), "runs": []}
-    base = Predictor.from_checkpoint(args.checkpoint, device="cpu", precision=args.precision)
-    results["precision"], results["model"] = base.precision.mode, base.model_name
+    loaded: dict[str, object] = {}  # one model per precision (bf16 casts its model's layers in place)
     variants = {}
     for spec in args.variants:
-        order, _, batch = spec.partition("@")
+        order, _, batch = spec.partition(":")[0].partition("@")
+        precision = spec.partition(":")[2] or args.precision
+        if precision not in loaded:
+            loaded[precision] = load_predictor(args.checkpoint, precision)
+        base = loaded[precision]
         predictor = char_order_predictor(base) if order == "chars" else copy.copy(base)
         predictor.batch_size = int(batch)
         variants[spec] = predictor
+    base = next(iter(variants.values()))
+    results["precision"] = {name: p.precision.mode for name, p in variants.items()}
+    results["model"] = base.model_name
     first = args.variants[0]
     for dataset in args.datasets:
         folder = args.data_root / DATASETS[dataset] / "10-flod-1"
@@ -147,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         chars = [len(t) for t in texts]
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         records: dict[str, list[dict]] = {}
-        run_path(base, lines[: lines.index(b"\n", 2000) + 1])  # warm-up
+        for predictor in loaded.values():
+            run_path(predictor, lines[: lines.index(b"\n", 2000) + 1])  # warm-up
         for round_no in range(args.rounds):
             for name, predictor in variants.items():
                 elapsed, records[name] = run_path(predictor, lines)
@@ -162,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                          for a, b in zip(records[first], records[name], strict=True) for k in a["scores"])
             key = chars if name.startswith("chars") else lengths
             run["variants"][name] = {
-                "padded_per_real_token": round(padding_ratio(lengths, predictor.batch_size, key.__getitem__), 3),
+                "padded_per_real_token": round(padding_ratio(lengths, predictor.batch_size, key.__getitem__,
+                                                             path_chunk_lines(predictor)), 3),
                 "posts_per_s": round(rate[name], 1),
                 "rounds_s": [round(x, 2) for x in seconds[name]],
                 "speedup_vs_first": round(rate[name] / rate[first], 2),
