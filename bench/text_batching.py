@@ -98,7 +98,7 @@ def char_order_predictor(base):
     from clmlf.serving.inference import Prediction
 
     class CharOrder(type(base)):
-        def predict(self, items, batch_size=None):
+        def predict(self, items, batch_size=None, on_batch=None):
             size = batch_size or self.batch_size
             order = sorted(range(len(items)), key=lambda i: len(items[i].text))
             results = [None] * len(items)
@@ -108,6 +108,8 @@ def char_order_predictor(base):
                 for row, index in enumerate(chunk):
                     scores = {label: float(p) for label, p in zip(self.labels, probabilities[row], strict=True)}
                     results[index] = Prediction(label=self.labels[int(probabilities[row].argmax())], scores=scores)
+                if on_batch is not None:
+                    on_batch(len(chunk))
             return results
 
     clone = CharOrder.__new__(CharOrder)

@@ -124,9 +124,9 @@ class SlowPredictor:
         self._inner, self._delay = inner, delay
         self.model_name, self.preprocessor, self.device = inner.model_name, inner.preprocessor, inner.device
 
-    def predict(self, items, batch_size=None):
+    def predict(self, items, batch_size=None, on_batch=None):
         time.sleep(self._delay)
-        return self._inner.predict(items, batch_size=batch_size)
+        return self._inner.predict(items, batch_size=batch_size, on_batch=on_batch)
 
 
 class InProcessMember:

@@ -159,6 +159,18 @@ def tiny_predictor(checkpoint: Path) -> Predictor:
     return Predictor.from_checkpoint(checkpoint, device="cpu", precision="fp32")
 
 
+def test_label_reports_progress_per_model_batch(tiny_checkpoint: Path) -> None:
+    """``clmlf predict`` moves its bar by these calls: one per model batch, the valid posts in all."""
+    predictor = tiny_predictor(tiny_checkpoint)
+    predictor.batch_size = 4
+    labeller = Labeller.for_predictor(predictor, lambda p: None, clock=lambda: NOW)
+    raws = [json.dumps({"id": f"p{i}", "text": "words " * (1 + i % 5)}) for i in range(10)] + [b"{bad"]
+    batches: list[int] = []
+    out = labeller.label(raws, on_batch=batches.append)
+    assert batches == [4, 4, 2]
+    assert sum(isinstance(o, ResultRecord) for o in out) == sum(batches) == 10
+
+
 def test_label_keeps_input_order_and_reports_bad_posts(tiny_checkpoint: Path) -> None:
     fetched: list[str] = []
 

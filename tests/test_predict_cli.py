@@ -288,9 +288,9 @@ def test_a_text_only_model_labels_longer_chunks_so_batches_sort_among_more_posts
     from clmlf.serving.inference import Predictor
 
     class Recording(Predictor):
-        def predict(self, items, batch_size=None):
+        def predict(self, items, batch_size=None, on_batch=None):
             self.calls.append(len(items))
-            return super().predict(items, batch_size)
+            return super().predict(items, batch_size, on_batch)
 
     n = CHUNK_LINES + 44
     lines = b"".join(json.dumps({"id": str(i), "text": f"post {i} " * (1 + i % 7)}).encode() + b"\n" for i in range(n))

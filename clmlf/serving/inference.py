@@ -108,8 +108,10 @@ class Predictor:
                                                 [items[i].aspect for i in missing]) if missing else [])
         return [item.tokens if item.tokens is not None else next(encoded) for item in items]
 
-    def predict(self, items: Sequence[InferenceItem], batch_size: int | None = None) -> list[Prediction]:
-        """Label every item; the result list is in the order of ``items``."""
+    def predict(self, items: Sequence[InferenceItem], batch_size: int | None = None,
+                on_batch: Callable[[int], object] | None = None) -> list[Prediction]:
+        """Label every item; the result list is in the order of ``items``. ``on_batch(n)`` is called
+        after each batch with its size (a progress bar's ``update``)."""
         size = batch_size or self.batch_size
         tokens = self.encode(items)
         order = sorted(range(len(items)), key=lambda i: len(tokens[i]))
@@ -121,6 +123,8 @@ class Predictor:
                 scores = dict(zip(self.labels, probabilities[row], strict=True))
                 best = max(range(len(self.labels)), key=probabilities[row].__getitem__)
                 results[index] = Prediction(label=self.labels[best], scores=scores)
+            if on_batch is not None:
+                on_batch(len(chunk))
         return [r for r in results if r is not None]
 
     @torch.inference_mode()

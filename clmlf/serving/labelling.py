@@ -212,10 +212,12 @@ class Labeller:
         images: Sequence[Any],
         batch_size: int | None = None,
         tokens: Sequence[Any] | None = None,
+        on_batch: Callable[[int], object] | None = None,
     ) -> list[Prediction]:
         """Label ``posts`` (with their image tensors, None for none) in batches of ``batch_size``
         (None: the predictor's); the predictions are in the order of ``posts``. ``tokens``: the
-        posts' :meth:`encode` results where already made (None entries are encoded here)."""
+        posts' :meth:`encode` results where already made (None entries are encoded here);
+        ``on_batch(n)`` after each batch of n posts."""
         from clmlf.serving.inference import InferenceItem
 
         tokens = tokens if tokens is not None else [None] * len(posts)
@@ -223,7 +225,7 @@ class Labeller:
             InferenceItem(post.text, post.aspect, image, encoded)
             for post, image, encoded in zip(posts, images, tokens, strict=True)
         ]
-        return self.predictor.predict(items, batch_size=batch_size)
+        return self.predictor.predict(items, batch_size=batch_size, on_batch=on_batch)
 
     def label(
         self,
@@ -231,10 +233,12 @@ class Labeller:
         map_images: Callable[
             [Callable[[Post], ResolvedImage], Iterable[Post]], Iterable[ResolvedImage]
         ] = map,
+        on_batch: Callable[[int], object] | None = None,
     ) -> list[ResultRecord | InvalidPost]:
         """Every step for a batch of raw posts: per input, in order, its result record or the
         :class:`~contract.posts.InvalidPost` its parse raised. Images are resolved through
-        ``map_images`` (e.g. a thread pool's ``map``); posts are received, and processed, now."""
+        ``map_images`` (e.g. a thread pool's ``map``); posts are received, and processed, now.
+        ``on_batch(n)``: after each model batch of n posts (progress within a long call)."""
         parsed: list[Post | InvalidPost] = []
         for raw in raws:
             try:
@@ -243,7 +247,7 @@ class Labeller:
                 parsed.append(exc)
         posts = [post for post in parsed if isinstance(post, Post)]
         images = list(map_images(self.images, posts))
-        predictions = self.predict(posts, [image.tensor for image in images])
+        predictions = self.predict(posts, [image.tensor for image in images], on_batch=on_batch)
         now = self._clock()
         results = iter(
             [
