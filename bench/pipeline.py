@@ -14,7 +14,9 @@
 Precision (``--precision``, a column): each listed variant gets its own Predictor
 (``today`` = fp32 with the image encoder in NCHW, the path before precision modes;
 ``fp32`` / ``bf16`` / ``int8`` as resolved by clmlf.serving.precision); every round runs the
-predict path and the pipeline of every variant in turn, so they share the load.
+predict path and the pipeline of every variant in turn, so they share the load. A variant ending
+in ``/pycrc`` runs its pipeline with kafka-python's pure-Python CRC-32C check (what a consumer
+without the ``crc32c`` package pays on every fetched batch).
 Label agreement of each variant with ``today`` is measured on --agreement-posts
 separate posts (same mix) through the predict path. Latency runs use the last
 variant listed.
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import io
 import json
 import os
@@ -53,20 +56,41 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+PURE_PYTHON_CRC = "/pycrc"
+
+
 def _variant(text: str) -> str:
-    spec, _, pool = text.partition("~")
+    spec, _, pool = text.removesuffix(PURE_PYTHON_CRC).partition("~")
     name, _, batch = spec.partition("@")
     if (name not in ("today", "auto", "fp32", "bf16", "int8") or (batch and not (batch.isdigit() and int(batch) > 0))
             or (pool and not (pool.isdigit() and int(pool) > 0))):
         raise argparse.ArgumentTypeError(f"{text!r}: expected today, auto, fp32, bf16 or int8, optionally @N "
-                                         "(batch size) and ~K (batch pool), N, K >= 1")
+                                         f"(batch size), ~K (batch pool), N, K >= 1, and {PURE_PYTHON_CRC}")
     return text
 
 
 def variant_pool(spec: str) -> int | None:
     """The ``~K`` of a variant: the stream's --batch-pool (None: the default)."""
-    _, _, pool = spec.partition("~")
+    _, _, pool = spec.removesuffix(PURE_PYTHON_CRC).partition("~")
     return int(pool) if pool else None
+
+
+@contextlib.contextmanager
+def kafka_crc(spec: str):
+    """For a ``/pycrc`` variant, kafka-python checks record-batch CRCs with its pure-Python fallback
+    (as when the ``crc32c`` package is missing) while the block runs; otherwise nothing changes."""
+    if not spec.endswith(PURE_PYTHON_CRC):
+        yield
+        return
+    import kafka.record.default_records as records
+    from kafka.record._crc32c import crc as pure_python
+
+    installed = records.calc_crc32c
+    records.calc_crc32c = pure_python
+    try:
+        yield
+    finally:
+        records.calc_crc32c = installed
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,9 +104,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=20.0, help="feed time per latency run")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--precision", nargs="+", default=["today", "auto"], type=_variant, metavar="MODE[@N][~K]",
+    parser.add_argument("--precision", nargs="+", default=["today", "auto"], type=_variant, metavar="MODE[@N][~K][/pycrc]",
                         help="serving precision variants: today, auto, fp32, bf16 or int8, each optionally @N for "
-                             "its own batch size and ~K for the stream's --batch-pool (default: today auto); "
+                             "its own batch size, ~K for the stream's --batch-pool and /pycrc for kafka-python's "
+                             "pure-Python CRC-32C (as without the crc32c package) (default: today auto); "
                              "latency uses the last")
     parser.add_argument("--agreement-posts", type=int, default=500,
                         help="posts labelled by every variant to measure agreement with the first (0 = skip)")
@@ -369,7 +394,7 @@ def load_variant(checkpoint: str | None, spec: str, args: argparse.Namespace):
     from clmlf.serving.inference import Predictor, resolve_device
     from clmlf.serving.precision import PrecisionPlan
 
-    name, _, batch = spec.partition("~")[0].partition("@")
+    name, _, batch = spec.removesuffix(PURE_PYTHON_CRC).partition("~")[0].partition("@")
     batch_size = int(batch) if batch else args.max_batch
 
     if name == "today":
@@ -415,8 +440,9 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"round {round_no + 1}/{args.rounds} {name}: predict path, then pipeline, {len(posts)} posts")
                     predict_rate = bench_predict_path(predictor, posts, cpu=rates[name]["cpu_predict"])
                     harness.predictor, harness.batch_pool = predictor, variant_pool(name)
-                    topic = f"throughput{round_no}-{name.replace('@', '-b').replace('~', '-p')}"
-                    pipeline_rate = args.posts / harness.run_topic(topic, posts, cpu=rates[name]["cpu_pipeline"])
+                    topic = f"throughput{round_no}-{name.replace('@', '-b').replace('~', '-p').replace('/', '-')}"
+                    with kafka_crc(name):
+                        pipeline_rate = args.posts / harness.run_topic(topic, posts, cpu=rates[name]["cpu_pipeline"])
                     rates[name]["predict"].append(predict_rate)
                     rates[name]["pipeline"].append(pipeline_rate)
                     rates[name]["ratio"].append(pipeline_rate / predict_rate)
