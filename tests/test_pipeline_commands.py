@@ -65,6 +65,7 @@ def test_help_teaches_with_examples_without_loading_the_model(command, names):
     (["produce", "--bootstrap", "h:1", "--topic", "bad topic", "--input", "-"], "--topic"),
     (["demo", "--duration", "soon"], "--duration"),
     (["demo", "--posts", "0"], "--posts"),
+    (["demo", "--max-batch", "0"], "--max-batch"),
 ])
 def test_bad_arguments_exit_2_with_one_line(argv, needle):
     result = cli(*argv, KAFKA_BOOTSTRAP_SERVERS="")

@@ -40,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="time budget for feeding and processing, after start-up (default 45s)")
     parser.add_argument("--checkpoint", default=None, metavar="DIR",
                         help="checkpoint directory (default: the embedded model)")
-    parser.add_argument("--max-batch", type=int, default=16, metavar="N", help="micro-batch size (default 16)")
+    parser.add_argument("--max-batch", type=int, default=None, metavar="N",
+                        help="micro-batch size (default: auto from the model, as clmlf-monitor run: 64 for a "
+                             "text-only model, 32 for one that reads images)")
     parser.add_argument("--metrics-port", type=int, default=0, metavar="P",
                         help="port for /metrics during the demo (default: a free port)")
     parser.add_argument("--seed", type=int, default=7, help="feed seed (default 7)")
@@ -51,7 +53,7 @@ def _say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def load_demo_predictor(checkpoint: str | None, max_batch: int) -> Any:
+def load_demo_predictor(checkpoint: str | None, max_batch: int | None) -> Any:
     """The requested or embedded model; without an installed default, a one-line error naming --checkpoint."""
     from clmlf.serving.inference import Predictor
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--duration: {exc}")
     if not 1 <= args.posts <= 100_000:
         parser.error("--posts must be between 1 and 100000")
-    if not 1 <= args.max_batch <= 1024:
+    if args.max_batch is not None and not 1 <= args.max_batch <= 1024:
         parser.error("--max-batch must be between 1 and 1024")
     if args.checkpoint and not Path(args.checkpoint).is_dir():
         parser.error(f"--checkpoint: no such directory: {args.checkpoint}")
