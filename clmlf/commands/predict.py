@@ -187,12 +187,12 @@ def predict_stream(
     with tqdm(total=total, unit="post", desc="predict", file=sys.stderr, disable=not progress or None) as bar:
         size = chunk_lines or (CHUNK_LINES if labeller.uses_images else TEXT_ONLY_CHUNK_LINES)
         for first_line, lines in _chunks(source, size):
-            labelled = stats["posts"]
+            rejected = stats["bad_lines"]
             outcomes = labeller.label(lines, pool.map, on_batch=bar.update)  # the bar moves per model batch
             for number, (raw, outcome) in enumerate(zip(lines, outcomes, strict=True), start=first_line):
                 sink.write(_output_line(raw, number, outcome, stats) + "\n")
             sink.flush()
-            bar.update(len(lines) - (stats["posts"] - labelled))  # the chunk's rejected lines
+            bar.update(stats["bad_lines"] - rejected)  # the chunk's rejected lines never reach the model
     return stats
 
 
