@@ -107,13 +107,14 @@ def synthetic_batch(batch_size: int, tokens: int, image_size: int, with_images: 
 def variant_plan(name: str, device: str):
     """The PrecisionPlan of a bench variant (``today`` = fp32 with an NCHW image encoder)."""
     import torch
+    from today import today_plan
 
-    from clmlf.serving.precision import PrecisionPlan, resolve_precision
+    from clmlf.serving.precision import resolve_precision
 
     if name == "today":
         if device == "cuda":
             return resolve_precision("auto", torch.device("cuda"))
-        return PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
+        return today_plan()
     return resolve_precision(name, torch.device(device))
 
 

@@ -391,8 +391,9 @@ def machine() -> str:
 def load_variant(checkpoint: str | None, spec: str, args: argparse.Namespace):
     """A Predictor in the variant's precision (``today`` = fp32, NCHW image encoder); ``NAME@N`` sets its
     batch size (the predict path's batches and the pipeline's max_batch) instead of --max-batch."""
+    from today import today_plan
+
     from clmlf.serving.inference import Predictor, resolve_device
-    from clmlf.serving.precision import PrecisionPlan
 
     name, _, batch = spec.removesuffix(PURE_PYTHON_CRC).partition("~")[0].partition("@")
     batch_size = int(batch) if batch else args.max_batch
@@ -400,7 +401,7 @@ def load_variant(checkpoint: str | None, spec: str, args: argparse.Namespace):
     if name == "today":
         device = resolve_device(args.device)
         if device.type == "cpu":
-            plan = PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
+            plan = today_plan()
             return Predictor.from_checkpoint(checkpoint, device="cpu", batch_size=batch_size, precision=plan)
         name = "auto"
     return Predictor.from_checkpoint(checkpoint, device=args.device, batch_size=batch_size, precision=name)

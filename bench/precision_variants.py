@@ -41,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from today import today_plan
 
     from clmlf.serving.inference import Predictor
-    from clmlf.serving.precision import PrecisionPlan, quantize_linear_int8
+    from clmlf.serving.precision import quantize_linear_int8
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()[0]
-    today_plan = PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
-    predictor = Predictor.from_checkpoint(None, device="cpu", batch_size=16, precision=today_plan)
+    predictor = Predictor.from_checkpoint(None, device="cpu", batch_size=16, precision=today_plan())
     base = predictor.model
     rng = random.Random(0)
     texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 40))) for _ in range(16)]

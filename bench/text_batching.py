@@ -81,11 +81,12 @@ def _variant(text: str) -> str:
 
 def load_predictor(checkpoint: str | None, precision: str):
     """A Predictor in ``precision`` (``today``: fp32 with the image encoder NCHW)."""
+    from today import today_plan
+
     from clmlf.serving.inference import Predictor
-    from clmlf.serving.precision import PrecisionPlan
 
     if precision == "today":
-        precision = PrecisionPlan("fp32", "fp32", "cpu", "the path before precision modes", channels_last=False)
+        precision = today_plan()
     return Predictor.from_checkpoint(checkpoint, device="cpu", precision=precision)
 
 
