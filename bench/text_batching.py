@@ -157,14 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     results: dict = {"command": "python bench/text_batching.py " + shlex.join(argv or sys.argv[1:]),
                      "load_average_start": round(os.getloadavg()[0], 1), "runs": []}
-    loaded: dict[str, object] = {}  # one model per precision (bf16 casts its model's layers in place)
+    by_precision: dict[str, object] = {}  # one Predictor (model) per precision (bf16 casts its model's layers in place)
     variants = {}
     for spec in args.variants:
         order, _, batch = spec.partition(":")[0].partition("@")
         precision = spec.partition(":")[2] or args.precision
-        if precision not in loaded:
-            loaded[precision] = load_predictor(args.checkpoint, precision)
-        base = loaded[precision]
+        if precision not in by_precision:
+            by_precision[precision] = load_predictor(args.checkpoint, precision)
+        base = by_precision[precision]
         predictor = char_order_predictor(base) if order == "chars" else copy.copy(base)
         predictor.batch_size = int(batch)
         variants[spec] = predictor
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         chars = [len(t) for t in texts]
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         records: dict[str, list[dict]] = {}
-        for predictor in loaded.values():
+        for predictor in by_precision.values():
             run_path(predictor, lines[: lines.index(b"\n", 2000) + 1])  # warm-up
         for round_no in range(args.rounds):
             for name, predictor in variants.items():
