@@ -102,6 +102,21 @@ def test_pooling_comes_from_the_preset_the_environment_or_the_flag_and_reaches_t
     assert cfg.pooling == "cls" and build_model_config(cfg, ("a", "b", "c")).pooling == "cls"
 
 
+def test_image_size_comes_from_the_preset_or_the_flag_and_sets_the_model_input(monkeypatch, tmp_path):
+    from clmlf.training.presets import get_preset
+    from clmlf.training.trainer import build_model_config
+
+    monkeypatch.setenv("CLMLF_DATA_ROOT", str(tmp_path))
+    assert _config().image_size == get_preset("mvsa-single").image_size == 224
+    parser, _ = _train_parser()
+    probe = settings_from_args(parser, TrainConfig, parser.parse_args(["train", "--preset", "probe", "--out", "r"]))
+    assert probe.image_size == get_preset("probe").image_size > 224
+    model = build_model_config(probe, ("a", "b", "c"))
+    assert model.image_size == probe.image_size and model.resize >= model.image_size
+    cfg = _config("--image-size", "256")
+    assert cfg.image_size == 256 and build_model_config(cfg, ("a", "b", "c")).image_size == 256
+
+
 @pytest.mark.parametrize(
     ("variable", "value", "flag"),
     [

@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="what the classifier reads: attention pooling over all fused tokens (preset), their mean, "
                           "the [CLS] token, or the mean of the text tokens only")
     enc.add_argument("--max-text-len", type=int, metavar="N", help="word pieces kept per text (preset: 200)")
-    enc.add_argument("--image-size", type=int, metavar="N", help="input image side (default 224)")
+    enc.add_argument("--image-size", type=int, metavar="N", help="input picture side in pixels (preset: 224, probe 384); the image encoder sees N/32 x N/32 patches")
     rec = p.add_argument_group("recipe (defaults from the preset)")
     rec.add_argument("--epochs", type=int, metavar="N", help="total epochs (preset: 50)")
     rec.add_argument("--stage1-epochs", type=int, metavar="N", help="epochs with the text encoder frozen (preset: 20)")

@@ -83,7 +83,7 @@ class TrainConfig(ProcessSettings):
     image_layers: int | None = Field(None, ge=0, alias="CLMLF_TRAIN_IMAGE_LAYERS")
     pooling: Literal["attention", "mean", "cls", "text"] | None = Field(None, alias="CLMLF_TRAIN_POOLING")
     max_text_len: int | None = Field(None, ge=4, alias="CLMLF_TRAIN_MAX_TEXT_LEN")
-    image_size: int = Field(224, ge=8, alias="CLMLF_TRAIN_IMAGE_SIZE")
+    image_size: int | None = Field(None, ge=8, alias="CLMLF_TRAIN_IMAGE_SIZE")
     lr: float | None = Field(None, gt=0, alias="CLMLF_TRAIN_LR")
     text_lr: float | None = Field(None, ge=0, alias="CLMLF_TRAIN_TEXT_LR")
     weight_decay: float | None = Field(None, ge=0, alias="CLMLF_TRAIN_WEIGHT_DECAY")
@@ -119,7 +119,7 @@ class TrainConfig(ProcessSettings):
                      "lr", "text_lr", "weight_decay", "temperature", "lbcl_weight", "dbcl_weight",
                      "selection_metric", "lbcl", "dbcl", "lbcl_form", "dbcl_form", "logit_adjustment",
                      "holdout_fraction", "translation_view", "text_train_layers", "length_bucketing", "use_images",
-                     "prior_shift", "lr_schedule", "fusion_dtype", "pooling"):
+                     "prior_shift", "lr_schedule", "fusion_dtype", "pooling", "image_size"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, getattr(preset, name))
         if self.epochs is None:

@@ -50,6 +50,7 @@ class Preset:
     prior_shift: bool = False  # fold a post-hoc logit adjustment chosen on the held-out slice into best/
     amp: bool = False
     pooling: str = "attention"  # what the classifier reads (ModelConfig.pooling): attention, mean, cls, text
+    image_size: int = 224  # input picture side; the image encoder's grid is image_size / 32 patches a side
 
     @property
     def train_datasets(self) -> tuple[str, ...]:
@@ -77,9 +78,12 @@ PRESETS: dict[str, Preset] = {
     # text encoder frozen throughout (the text carries no label), accuracy picks the best epoch.
     # One fusion layer over local patch tokens (no image layer) and the classifier reading the text
     # tokens ("text" pooling): the label can only reach them through their attention on the picture,
-    # which is what the probe measures (docs/results.md, "Image probe").
+    # which is what the probe measures (docs/results.md, "Image probe"). Pictures enter at 384 px (a 12 x 12
+    # patch grid instead of 7 x 7): a face of 15-45% of the shorter side then spans 66-198 px (38-115 at 224),
+    # which the frozen EfficientNet-Lite0 reads far better (docs/results.md, "Input size").
     "probe": Preset("probe", fusion_layers=1, image_layers=0, batch_size=32, stage1_epochs=8, stage2_epochs=0,
-                    lr=3e-4, fusion_dim=256, max_text_len=64, selection_metric="accuracy", pooling="text"),
+                    lr=3e-4, fusion_dim=256, max_text_len=64, selection_metric="accuracy", pooling="text",
+                    image_size=384),
 }
 
 
