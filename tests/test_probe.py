@@ -245,7 +245,8 @@ def test_probe_attention_and_disagreement_report_shares(trained, capsys):
     assert main(["probe", "attention", "--checkpoint", str(with_images / "best"), "--data-root", str(data),
                  "--json", "--threads", "1"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert result["posts"] == 45 and result["patches"] == 49
+    image_size = json.loads((with_images / "best" / "config.json").read_text())["model"]["image_size"]
+    assert result["posts"] == 45 and result["patches"] == (image_size // 32) ** 2  # the encoder's grid, 12x12 at 384
     assert 0 < result["uniform_share"] < 1 and 0 <= result["face_share_all_heads"] <= 1
     assert len(result["ratio_all_heads_per_layer"]) == 1
     assert main(["probe", "disagree", "--checkpoint", str(with_images / "best"), "--data-root", str(data),
