@@ -12,7 +12,10 @@ other jobs hits both alike; medians over ``--rounds`` are reported:
 * ``cache on``: its feature maps come from ``clmlf.data.image_cache`` (epochs 2+ of
   ``clmlf train --no-image-augment --image-cache``).
 
-    .venv/bin/python bench/probe_throughput.py --data-root runs/probe --rounds 5
+``--image-sizes 224,384`` times both setups at each input size (all four interleaved);
+the default is the preset's size.
+
+    .venv/bin/python bench/probe_throughput.py --data-root runs/probe --rounds 5 --image-sizes 224,384
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--lbcl", action="store_true", help="add the label-based loss (default: CE only, the MLF row)")
+    p.add_argument("--image-sizes", default="", metavar="N,N",
+                   help="input picture sides to compare, comma-separated (default: the probe preset's)")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
@@ -47,13 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     from clmlf.training.trainer import build_model_config
 
     torch.set_num_threads(args.threads)
-    cfg = TrainConfig(preset="probe", data_root=args.data_root, out=".", lbcl=args.lbcl, dbcl=False,
-                      image_augment=False)
+    base_cfg = TrainConfig(preset="probe", data_root=args.data_root, out=".", lbcl=args.lbcl, dbcl=False,
+                           image_augment=False)
+    sizes = [int(v) for v in args.image_sizes.split(",") if v.strip()] or [base_cfg.image_size]
     split = load_split(args.data_root, "probe", "train")
-    model_config = build_model_config(cfg, split.label_names)
 
-    def make_step(image_cache: bool):
+    def make_step(image_size: int, image_cache: bool):
         """One model + optimizer; a closure timing one full training step on the batch."""
+        cfg = base_cfg.model_copy(update={"image_size": image_size})
+        model_config = build_model_config(cfg, split.label_names)
         torch.manual_seed(0)
         model = CLMLF(model_config)
         pre = Preprocessor(model_config, model.text_encoder.tokenizer)
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         step()  # untimed: fills the text cache (and the image cache)
         return step
 
-    steps = {"cache off": make_step(False), "cache on": make_step(True)}
+    steps = {(size, cached): make_step(size, cached) for size in sizes for cached in (False, True)}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
@@ -83,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python bench/probe_throughput.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {args.threads}; batch {args.batch_size} "
           f"probe posts, {'CE + LBCL' if args.lbcl else 'CE only'}, medians of {args.rounds} interleaved steps\n")
-    print("| setup | step (s) | samples/s | vs cache off |")
-    print("|---|---|---|---|")
-    base = statistics.median(times["cache off"])
-    for name, values in times.items():
-        median = statistics.median(values)
-        print(f"| image {name} | {median:.2f} | {args.batch_size / median:.1f} | {base / median:.2f}x |")
+    print("| input | image features | step (s) | samples/s | vs cache off, same input |")
+    print("|---|---|---|---|---|")
+    for (size, cached), values in times.items():
+        median, base = statistics.median(values), statistics.median(times[(size, False)])
+        print(f"| {size} px ({size // 32}x{size // 32} patches) | {'cached' if cached else 'computed'} | {median:.2f} | "
+              f"{args.batch_size / median:.1f} | {base / median:.2f}x |")
     return 0
 
 
