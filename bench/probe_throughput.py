@@ -49,17 +49,17 @@ def main(argv: list[str] | None = None) -> int:
     from clmlf.model.preprocess import Preprocessor
     from clmlf.training.config import TrainConfig
     from clmlf.training.objective import TrainingObjective
+    from clmlf.training.presets import get_preset
     from clmlf.training.trainer import build_model_config
 
     torch.set_num_threads(args.threads)
-    base_cfg = TrainConfig(preset="probe", data_root=args.data_root, out=".", lbcl=args.lbcl, dbcl=False,
-                           image_augment=False)
-    sizes = [int(v) for v in args.image_sizes.split(",") if v.strip()] or [base_cfg.image_size]
+    sizes = [int(v) for v in args.image_sizes.split(",") if v.strip()] or [get_preset("probe").image_size]
     split = load_split(args.data_root, "probe", "train")
 
     def make_step(image_size: int, image_cache: bool):
         """One model + optimizer; a closure timing one full training step on the batch."""
-        cfg = base_cfg.model_copy(update={"image_size": image_size})
+        cfg = TrainConfig(preset="probe", data_root=args.data_root, out=".", lbcl=args.lbcl, dbcl=False,
+                          image_augment=False, image_size=image_size)
         model_config = build_model_config(cfg, split.label_names)
         torch.manual_seed(0)
         model = CLMLF(model_config)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         return step
 
     steps = {(size, cached): make_step(size, cached) for size in sizes for cached in (False, True)}
-    times: dict[str, list[float]] = {name: [] for name in steps}
+    times: dict[tuple[int, bool], list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
         for name, step in steps.items():
             times[name].append(step())
