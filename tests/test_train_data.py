@@ -188,6 +188,23 @@ def test_text_train_layers_leaves_embeddings_and_lower_layers_as_initialised(two
     assert not same(trained.encoder.layer[1], initial.encoder.layer[1])
 
 
+@pytest.mark.parametrize("top", [1, 2, 3])
+def test_text_train_layers_up_to_the_layer_count_never_trains_the_embeddings(top):
+    from tiny_models import build_tiny_model
+
+    from clmlf.training.stages import unfreeze_text
+
+    model = build_tiny_model(seed=0)
+    backbone = model.text_encoder.backbone
+    layers = backbone.encoder.layer  # tiny-random-bert: 2 layers; 3 asks for more than exist
+    unfreeze_text(model, top)
+    trainable = [all(p.requires_grad for p in layer.parameters()) for layer in layers]
+    assert trainable == [i >= len(layers) - top for i in range(len(layers))]
+    assert not any(p.requires_grad for p in backbone.embeddings.parameters())
+    unfreeze_text(model, None)  # no limit: the whole encoder, embeddings included
+    assert all(p.requires_grad for p in backbone.parameters())
+
+
 def test_linear_schedule_is_constant_in_stage_1_then_warms_up_and_decays_to_zero(tmp_path):
     from clmlf.training.config import TrainConfig
     from clmlf.training.stages import stage_learning_rate_factor

@@ -116,7 +116,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="repeat one merged dataset's training posts N times per epoch (repeatable; "
                           "preset: none)")
     rec.add_argument("--text-train-layers", type=int, metavar="N",
-                     help="stage 2 trains only the top N text-encoder layers (preset: all)")
+                     help="stage 2 trains only the top N text-encoder layers, embeddings frozen (N >= the "
+                          "layer count: every layer; preset: all, 5 for default)")
     rec.add_argument("--length-bucketing", action=argparse.BooleanOptionalAction, default=None,
                      help="batch texts of similar length together (less padding; preset: on for default)")
     rec.add_argument("--selection-metric", choices=("accuracy", "f1_weighted", "f1_macro"),

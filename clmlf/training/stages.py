@@ -15,16 +15,18 @@ def freeze_text(model: nn.Module) -> None:
 def unfreeze_text(model: nn.Module, top_layers: int | None = None) -> None:
     """Make the text encoder trainable: all of it, or (``top_layers``) only its top N transformer layers.
 
-    With ``top_layers`` the embeddings and the lower layers keep their package weights, so a
-    checkpoint stores only the trained layers (:mod:`clmlf.model.checkpoint_save`).
+    With ``top_layers`` the embeddings (and the layers below the top N) keep their package weights,
+    so a checkpoint stores only the trained layers (:mod:`clmlf.model.checkpoint_save`); N equal to
+    the layer count trains every transformer layer and still leaves the embeddings (23 MB of word
+    vectors in float16 for MiniLM) as shipped.
     """
     encoder = model.text_encoder
     encoder.frozen = False
     layers = _text_layers(encoder) if top_layers is not None else None
-    if layers is not None and top_layers < len(layers):
+    if layers is not None:
         for param in encoder.parameters():
             param.requires_grad_(False)
-        for layer in layers[len(layers) - top_layers:]:
+        for layer in layers[max(0, len(layers) - top_layers):]:
             for param in layer.parameters():
                 param.requires_grad_(True)
         return
