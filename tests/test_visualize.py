@@ -36,8 +36,9 @@ def photo(tmp_path):
 def test_attention_one_token_and_every_token(tiny_checkpoint, photo, tmp_path, capsys):
     one = tmp_path / "one.png"
     assert main(["visualize", "attention", "--checkpoint", str(tiny_checkpoint), "--text", "so happy at the beach",
-                 "--image", str(photo), "--token", "happy", "--out", str(one)]) == 0
+                 "--image", str(photo), "--token", "happy", "--out", str(one), "--threads", "1"]) == 0
     _assert_png(one)
+    assert torch.get_num_threads() == 1
     every = tmp_path / "every.png"
     assert main(["visualize", "attention", "--checkpoint", str(tiny_checkpoint), "--text", "so happy at the beach",
                  "--image", str(photo), "--out", str(every)]) == 0
@@ -54,6 +55,7 @@ def test_attention_bad_inputs(tiny_checkpoint, photo, tmp_path, capsys):
         (["--image", str(photo), "--token", "zebra"], "token 'zebra' is not in the tokenized text"),
         (["--image", str(tmp_path / "missing.jpg")], "image file not found"),
         (["--image", str(tmp_path / "bad.jpg")], "not_an_image"),
+        (["--image", str(photo), "--threads", "0"], "threads must be between 1 and 1024, got 0"),
     ):
         (tmp_path / "bad.jpg").write_bytes(b"plain text")
         with pytest.raises(SystemExit) as exit_info:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clmlf.settings import OneLineArgumentParser, env_default, setup_logging
+from clmlf.settings import OneLineArgumentParser, add_threads_argument, env_default, setup_logging
 
 EPILOG = """\
 examples:
@@ -57,6 +57,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cur.add_argument("--run", required=True, help="a clmlf train --out directory or its metrics.jsonl")
     cur.add_argument("--out", required=True, help="PNG file to write")
 
+    for sp in (att, clu):  # the two that run the model
+        add_threads_argument(sp)
     for sp in (att, clu, cur):
         sp.add_argument("--log-level", default=env_default("LOG_LEVEL", "WARNING"))
         sp.set_defaults(func=run)
@@ -77,6 +79,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from clmlf.model.encoders import EncoderError
 
     handlers = {"attention": _attention, "clusters": _clusters, "curves": _curves}
+    if args.figure != "curves":
+        from clmlf.serving.cpu_threads import configure_threads
+
+        configure_threads(args.threads)
     try:
         out = handlers[args.figure](args, parser)
     except (CheckpointError, DataFormatError, EncoderError, ImageDecodeError, FileNotFoundError, ValueError) as exc:
