@@ -12,7 +12,7 @@ PRESET_NAMES = ("default", "mvsa-single", "mvsa-multiple", "hfm", "twitter15", "
 EPILOG = """\
 examples:
   # the embedded default model: MVSA-Single + MVSA-Multiple train, back-translations as extra samples,
-  # 1 epoch fusion-only + 3 epochs with MiniLM fine-tuned, text only, selected on 10% of train held out
+  # 1 epoch fusion-only + 2 epochs with MiniLM's top 5 layers fine-tuned, text only, selected on 10% of train held out
   clmlf train --preset default --data-root data --out runs/default
 
   # the published MVSA-Single recipe (3 fusion / 2 image layers, batch 32, 20 + 30 epochs)
