@@ -79,10 +79,6 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from clmlf.model.encoders import EncoderError
 
     handlers = {"attention": _attention, "clusters": _clusters, "curves": _curves}
-    if args.figure != "curves":
-        from clmlf.serving.cpu_threads import configure_threads
-
-        configure_threads(args.threads)
     try:
         out = handlers[args.figure](args, parser)
     except (CheckpointError, DataFormatError, EncoderError, ImageDecodeError, FileNotFoundError, ValueError) as exc:
@@ -93,8 +89,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
 def _load(args: argparse.Namespace):
     from clmlf.model.checkpoint import load
+    from clmlf.serving.cpu_threads import configure_threads
     from clmlf.serving.inference import resolve_device
 
+    configure_threads(args.threads)  # the figures that load a model are the ones that take --threads
     path = args.checkpoint
     if path is None:
         from clmlf.model.default_model import default_checkpoint_dir
