@@ -94,6 +94,19 @@ def shared_training(ingredients: list[str]) -> tuple[list, dict]:
     return paths, shared
 
 
+def selection_data(shared: dict, data_root: str | None = None):
+    """``(TrainConfig, TrainingData)`` of runs that share ``shared`` training settings: the held-out slice
+    they were all selected on, its per-source parts and the dev splits (``data_root`` overrides theirs)."""
+    from clmlf.data.train_data import training_data
+    from clmlf.training.config import TrainConfig
+
+    cfg = TrainConfig(**({**shared, "data_root": data_root} if data_root else shared))
+    data = training_data(cfg.data_root, cfg.datasets, holdout_fraction=cfg.holdout_fraction, seed=cfg.seed,
+                         translation_view=cfg.translation_view, probe_images=cfg.use_images,
+                         limit_train=cfg.limit_train)
+    return cfg, data
+
+
 def make_soup(ingredients: list[str], out: str, *, data_root: str | None = None, uniform: bool = False,
               name: str | None = None, batch_size: int = 64, device: str = "auto", progress: bool = False) -> dict:
     """Average ``ingredients`` (greedy on the held-out slice unless ``uniform``), write the result to ``out``.
@@ -103,22 +116,18 @@ def make_soup(ingredients: list[str], out: str, *, data_root: str | None = None,
     import logging
 
     from clmlf.data.batches import BatchCollator, PostDataset
-    from clmlf.data.train_data import training_data
     from clmlf.evaluation.metrics import classification_metrics
     from clmlf.evaluation.predictions import predict_dataset
     from clmlf.model.checkpoint import load
     from clmlf.model.checkpoint_format import read_json
     from clmlf.model.checkpoint_save import save_checkpoint
     from clmlf.serving.inference import resolve_device
-    from clmlf.training.config import TrainConfig
     from clmlf.training.soup import SoupError, average_states, greedy_soup
 
     log = logging.getLogger("clmlf.soup")
     paths, shared = shared_training(ingredients)
     metas = [read_json(path / "config.json") for path in paths]
-    if data_root:
-        shared["data_root"] = data_root
-    cfg = TrainConfig(**shared)
+    cfg, data = selection_data(shared, data_root)
     target = resolve_device(device)
     loaded = [load(path, target) for path in paths]
     if any(item.config != loaded[0].config for item in loaded[1:]):
@@ -129,9 +138,6 @@ def make_soup(ingredients: list[str], out: str, *, data_root: str | None = None,
         item.model.to("cpu")
     del loaded[1:]
 
-    data = training_data(cfg.data_root, cfg.datasets, holdout_fraction=cfg.holdout_fraction, seed=cfg.seed,
-                         translation_view=cfg.translation_view, probe_images=cfg.use_images,
-                         limit_train=cfg.limit_train)
     selection, _ = data.selection
     pre = base.preprocessor
     eval_sets = {report: PostDataset(samples, pre, use_images=cfg.use_images) for report, samples in data.reports.items()}
